@@ -1,0 +1,56 @@
+"""Deterministic generator of arithmetic word problems with gold answers (the embedded default).
+
+A problem with `steps` operations reads e.g.
+    "Mia has 23 pens. Then gets 17 more. Then loses 9. How many pens now?"
+and its gold chain of thought is
+    " 23+17=40. 40-9=31. Answer: 31"
+Everything is built column-wise with numpy and Polars; no per-problem Python loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+NAMES = ["Mia", "Tom", "Ava", "Leo", "Zoe", "Max", "Ivy", "Sam", "Eli", "Kim"]
+ITEMS = ["pens", "coins", "cards", "shells", "books", "apples", "stamps", "beads"]
+ADD = ["gets {} more", "finds {} more", "buys {} more"]
+SUB = ["loses {}", "gives away {}", "sells {}"]
+START_RANGE = (2, 60)
+OPERAND_RANGE = (1, 30)
+
+
+def generate_problems(n: int, steps: int, seed: int) -> pl.DataFrame:
+    """`n` problems with exactly `steps` operations: columns text, answer, target, difficulty."""
+    rng = np.random.default_rng([seed, steps])
+    cur = rng.integers(*START_RANGE, size=n, endpoint=True)
+    name = np.array(NAMES)[rng.integers(0, len(NAMES), n)]
+    item = np.array(ITEMS)[rng.integers(0, len(ITEMS), n)]
+    parts_q = [pl.Series(name) + " has " + pl.Series(cur.astype(str)) + " " + pl.Series(item) + "."]
+    parts_t: list[pl.Series] = []
+    for _ in range(steps):
+        b = rng.integers(*OPERAND_RANGE, size=n, endpoint=True)
+        sub = (rng.random(n) < 0.5) & (b <= cur)  # never go below zero
+        phrase_idx = rng.integers(0, 3, n)
+        add_phr = np.array([p.split("{}")[0] for p in ADD])[phrase_idx]
+        add_tail = np.array([p.split("{}")[1] for p in ADD])[phrase_idx]
+        sub_phr = np.array([p.split("{}")[0] for p in SUB])[phrase_idx]
+        sub_tail = np.array([p.split("{}")[1] for p in SUB])[phrase_idx]
+        head = np.where(sub, sub_phr, add_phr)
+        tail = np.where(sub, sub_tail, add_tail)
+        new = np.where(sub, cur - b, cur + b)
+        b_s = pl.Series(b.astype(str))
+        parts_q.append(" Then " + pl.Series(head) + b_s + pl.Series(tail) + ".")
+        parts_t.append(" " + pl.Series(cur.astype(str)) + pl.Series(np.where(sub, "-", "+")) + b_s
+                       + "=" + pl.Series(new.astype(str)) + ".")
+        cur = new
+    question = _join([*parts_q, " How many " + pl.Series(item) + " now?"])
+    answer = pl.Series(cur.astype(str))
+    target = _join([*parts_t, " Answer: " + answer])
+    return pl.DataFrame({"text": question, "answer": answer, "target": target,
+                         "difficulty": pl.Series([steps] * n, dtype=pl.Int32)})
+
+
+def _join(parts: list[pl.Series]) -> pl.Series:
+    return pl.DataFrame({str(i): p for i, p in enumerate(parts)}).select(
+        pl.concat_str(pl.all()).alias("s"))["s"]

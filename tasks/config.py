@@ -1,0 +1,197 @@
+"""Typed config models, one per concern, composed into one `Recipe` per run.
+
+A recipe is a YAML file (see `configs/`). Unknown keys are rejected so a typo never
+silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- prompts
+class ArithSource(_Model):
+    """Built-in generator of arithmetic word problems (the embedded default task)."""
+
+    type: Literal["arith"] = "arith"
+    seed_size: int = Field(1000, ge=1, description="labelled warm-up examples")
+    seed_mix: list[float] = Field(
+        [0.45, 0.40, 0.10, 0.05],
+        description="share of seed examples with 1, 2, 3, 4 steps; the few 4-step ones matter")
+    train_size_per_steps: int = Field(
+        1500, ge=1, description="unlabelled pool prompts generated for each step count")
+    probe_size: int = Field(120, ge=1, description="probe prompts for calibration")
+    test_size: int = Field(300, ge=1, description="held-out test prompts (never trained on)")
+    max_steps: int = Field(4, ge=1, le=6, description="hardest problem (number of operations)")
+
+    @field_validator("seed_mix")
+    @classmethod
+    def _mix_sums_to_one(cls, v: list[float]) -> list[float]:
+        if not v or any(x < 0 for x in v) or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError("must be non-negative shares that sum to 1")
+        return v
+
+
+class FileSource(_Model):
+    """Prompts from a local Parquet/JSONL file with a column mapping."""
+
+    type: Literal["file"] = "file"
+    path: str = Field(description="Parquet (.parquet) or JSON-lines (.jsonl) file")
+    text_column: str = "text"
+    answer_column: str | None = "answer"
+    split_column: str = Field("split", description="values: seed, train, probe, test")
+    difficulty_column: str | None = None
+
+
+class PromptsConfig(_Model):
+    source: Annotated[ArithSource | FileSource, Field(discriminator="type")] = ArithSource()
+
+
+# ---------------------------------------------------------------- model
+class TinyLlamaInit(_Model):
+    """A tiny Llama built offline with a character-level tokenizer."""
+
+    type: Literal["tiny_llama"] = "tiny_llama"
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    num_kv_heads: int = Field(2, ge=1)
+    head_dim: int = Field(32, description="32 so vLLM's CPU attention can load the model")
+    intermediate_size: int = Field(256, ge=8)
+    max_position_embeddings: int = Field(256, ge=32)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TinyLlamaInit:
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError("num_heads must be a multiple of num_kv_heads")
+        return self
+
+
+class PretrainedInit(_Model):
+    """A Hugging Face model: a Hub id (needs network) or a local folder."""
+
+    type: Literal["pretrained"] = "pretrained"
+    name_or_path: str
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
+class ModelConfig(_Model):
+    init: Annotated[TinyLlamaInit | PretrainedInit, Field(discriminator="type")] = TinyLlamaInit()
+
+
+# ---------------------------------------------------------------- stages
+class TrainConfig(_Model):
+    """Supervised fine-tuning with the transformers Trainer."""
+
+    mode: Literal["continue", "restart"] = Field(
+        "continue", description="continue from the parent (B-STaR) or restart from iteration 0 (ReST-EM)")
+    learning_rate: float = Field(3e-4, gt=0)
+    max_steps: int = Field(120, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    include_seed: bool = Field(True, description="mix the labelled seed set into each iteration")
+    max_length: int = Field(256, ge=16)
+
+
+class WarmupConfig(TrainConfig):
+    """SFT on the labelled seed set that turns the base model into iteration 0."""
+
+    enabled: bool = True
+    mode: Literal["continue", "restart"] = "continue"
+    learning_rate: float = 2e-3
+    max_steps: int = 313
+    include_seed: bool = True
+
+
+class PoolConfig(_Model):
+    """Which unlabelled training prompts each iteration samples."""
+
+    prompts_per_iteration: int | None = Field(800, ge=1, description="None: the whole pool")
+    difficulty_schedule: list[list[int]] | None = Field(
+        [[2, 3], [2, 3, 4], [3, 4]],
+        description="allowed difficulties per iteration (easy to hard); the last entry repeats")
+
+
+class GenerateConfig(_Model):
+    backend: Literal["hf", "vllm", "auto"] = "hf"
+    k: int = Field(8, ge=1, description="samples per prompt")
+    temperature: float = Field(0.8, ge=0, description="used when calibration is off")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(72, ge=1)
+    batch_size: int = Field(64, ge=1, description="prompts per generate() call")
+
+
+class VerifierConfig(_Model):
+    type: Literal["arith_chain", "answer_match"] = Field(
+        "arith_chain", description="arith_chain also checks every equation of the chain")
+
+
+class CalibrateConfig(_Model):
+    """B-STaR balancing: pick (temperature, threshold) on the probe set each iteration."""
+
+    enabled: bool = False
+    temperatures: list[float] = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]
+    thresholds: list[float] = Field(default_factory=lambda: [round(-1 + i / 100, 2) for i in range(201)])
+    n_star: int = Field(8, ge=1)
+    k: int = Field(8, ge=1)
+
+
+class CheckConfig(_Model):
+    """Data gate thresholds; a failing gate stops the iteration before training."""
+
+    min_coverage: float = Field(0.01, ge=0, le=1, description="share of prompts with a correct sample")
+    min_selected: int = Field(1, ge=0)
+    max_truncation_rate: float = Field(0.9, ge=0, le=1)
+
+
+class SelectConfig(_Model):
+    threshold: float = Field(0.5, description="keep samples with score above this (when calibration is off)")
+    cap_per_prompt: int = Field(1, ge=1)
+    dedup: Literal["exact", "equations"] = "exact"
+
+
+class EvaluateConfig(_Model):
+    k: int = Field(8, ge=1, description="samples per test prompt for pass@k")
+    temperature: float = Field(0.8, gt=0)
+
+
+class PromoteConfig(_Model):
+    tolerance: float = Field(0.02, ge=0, le=1, description="allowed drop in held-out pass@1")
+
+
+class RemoteConfig(_Model):
+    url: str | None = Field(None, description="DVC remote; default: <workspace>/../<name>-remote")
+
+
+class RunConfig(_Model):
+    name: str = Field("flywheel", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    seed: int = Field(0, ge=0)
+    iterations: int = Field(3, ge=1, description="iterations per `flywheel run`")
+
+
+class Recipe(_Model):
+    """Everything one run needs. Sections map one-to-one to the stages that read them."""
+
+    run: RunConfig = RunConfig()
+    prompts: PromptsConfig = PromptsConfig()
+    model: ModelConfig = ModelConfig()
+    warmup: WarmupConfig = WarmupConfig()
+    pool: PoolConfig = PoolConfig()
+    generate: GenerateConfig = GenerateConfig()
+    verifier: VerifierConfig = VerifierConfig()
+    calibrate: CalibrateConfig = CalibrateConfig()
+    check: CheckConfig = CheckConfig()
+    select: SelectConfig = SelectConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    promote: PromoteConfig = PromoteConfig()
+    remote: RemoteConfig = RemoteConfig()

@@ -1,0 +1,78 @@
+"""Load, validate and write recipes; turn validation failures into one-line errors."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from tasks.config import Recipe
+from tasks.errors import ConfigError
+
+
+def _known_fields(model: type, loc: tuple) -> list[str]:
+    """Field names valid at `loc`'s parent, for 'did you mean' hints."""
+    current = model
+    for part in loc[:-1]:
+        fields = getattr(current, "model_fields", {})
+        if part not in fields:
+            return []
+        ann = fields[part].annotation
+        current = getattr(ann, "__args__", (ann,))[0] if not hasattr(ann, "model_fields") else ann
+    return list(getattr(current, "model_fields", {}))
+
+
+def _explain(err: dict, source: str) -> ConfigError:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in {"arith", "file", "tiny_llama", "pretrained"}))
+    field = ".".join(str(p) for p in loc) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _known_fields(Recipe, loc), n=1)
+        fix = f"did you mean '{close[0]}'?" if close else "remove it; see configs/tiny-arith.yaml for the valid keys."
+        return ConfigError("unknown key.", file=source, field=field, fix=fix)
+    got = err.get("input")
+    got_text = f" (got {got!r})" if not isinstance(got, dict) else ""
+    msg = err["msg"].rstrip(".")
+    return ConfigError(f"{msg}{got_text}.", file=source, field=field,
+                       fix=f"set {field} to a valid value.")
+
+
+def recipe_from_dict(data: Any, source: str = "<recipe>") -> Recipe:
+    if data is None:
+        raise ConfigError("the file is empty.", file=source, fix="start from configs/tiny-arith.yaml.")
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a mapping of sections.", file=source,
+                          fix="start from configs/tiny-arith.yaml.")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc.errors()[0], source) from None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("file not found.", file=str(path), fix="pass an existing recipe, e.g. configs/tiny-arith.yaml.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("not valid UTF-8 text.", file=str(path), fix="save the recipe as UTF-8.") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else None
+        raise ConfigError(f"invalid YAML ({getattr(exc, 'problem', exc)}).", file=str(path), field=where,
+                          fix="fix the YAML syntax.") from None
+    return recipe_from_dict(data, str(path))
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    """Deterministic YAML of the fully resolved recipe (defaults included)."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=True)
+
+
+def write_recipe(recipe: Recipe, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(recipe_to_yaml(recipe), encoding="utf-8")

@@ -1,0 +1,102 @@
+"""The one place that defines every table's columns, types and sort keys.
+
+Tables are written sorted by their key with fixed Parquet settings, so the same rows
+always give the same bytes (and so the same DVC hash).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from tasks.errors import InputDataError
+
+MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: dict[str, pl.DataType]
+    key: tuple[str, ...]
+    nullable: frozenset[str] = frozenset()
+
+    @property
+    def schema(self) -> pl.Schema:
+        return pl.Schema(self.columns)
+
+
+SAMPLE_COLUMNS: dict[str, pl.DataType] = {
+    "prompt_id": pl.String, "sample_idx": pl.Int32, "iteration": pl.String, "text": pl.String,
+    "n_tokens": pl.Int32, "finish_reason": pl.String, "temperature": pl.Float64, "seed": pl.Int64,
+    "model_hash": pl.String, "pass_name": pl.String,
+}
+
+PROMPTS = Table("prompts", {
+    "prompt_id": pl.String, "text": pl.String, "answer": pl.String, "split": pl.String,
+    "source": pl.String, "difficulty": pl.Int32, "target": pl.String,
+}, key=("split", "prompt_id"), nullable=frozenset({"answer", "difficulty", "target"}))
+
+SAMPLES = Table("samples", SAMPLE_COLUMNS, key=("prompt_id", "sample_idx"))
+
+SCORED = Table("scored", {
+    **SAMPLE_COLUMNS, "correct": pl.Boolean, "reward": pl.Float64, "score": pl.Float64,
+    "extracted_answer": pl.String,
+}, key=("prompt_id", "sample_idx"), nullable=frozenset({"extracted_answer", "reward"}))
+
+SELECTED = Table("selected", {
+    "prompt_id": pl.String, "sample_idx": pl.Int32, "messages": pl.List(MESSAGE), "score": pl.Float64,
+    "origin": pl.String,
+}, key=("origin", "prompt_id", "sample_idx"))
+
+TABLES = {t.name: t for t in (PROMPTS, SAMPLES, SCORED, SELECTED)}
+SPLITS = ("seed", "train", "probe", "test")
+
+
+def conform(df: pl.DataFrame, table: Table) -> pl.DataFrame:
+    """Select, cast and sort `df` to `table`'s schema; raise on missing columns or nulls."""
+    missing = [c for c in table.columns if c not in df.columns]
+    if missing:
+        raise InputDataError(f"{table.name} table lacks column(s) {missing}.", field=",".join(missing),
+                             fix=f"provide columns {list(table.columns)}.")
+    out = df.select([pl.col(c).cast(t, strict=True) for c, t in table.columns.items()])
+    required = [c for c in table.columns if c not in table.nullable]
+    nulls = out.select(pl.col(required).null_count()).row(0, named=True)
+    bad = [c for c, n in nulls.items() if n]
+    if bad:
+        raise InputDataError(f"{table.name} table has nulls in {bad}.", field=",".join(bad),
+                             fix="fill or drop those rows.")
+    return out.sort(list(table.key))
+
+
+def write_table(df: pl.DataFrame, path: str | Path, table: Table) -> Path:
+    """Write atomically (temp file + rename) so a crash never leaves a partial table."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = conform(df, table)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    out.write_parquet(tmp, compression="zstd", compression_level=3, statistics=True,
+                      row_group_size=65536)
+    os.replace(tmp, path)
+    return path
+
+
+def read_table(path: str | Path, table: Table) -> pl.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError("file not found.", file=str(path), fix="run the stage that produces it.")
+    df = pl.read_parquet(path)
+    return conform(df, table)
+
+
+def stable_ids(texts: pl.Series) -> pl.Series:
+    """prompt_id: the first 16 hex digits of sha256 over the normalised text (DuckDB, vectorised)."""
+    frame = pl.DataFrame({"t": texts})
+    ids = duckdb.sql(
+        "SELECT substr(sha256(lower(regexp_replace(trim(t), '\\s+', ' ', 'g'))), 1, 16) AS id FROM frame"
+    ).pl()["id"]
+    return ids.alias("prompt_id")
