@@ -1,0 +1,1 @@
+"""Prefect flows. They orchestrate stages and hold no stage logic."""

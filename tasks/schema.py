@@ -53,7 +53,13 @@ SELECTED = Table("selected", {
     "origin": pl.String,
 }, key=("origin", "prompt_id", "sample_idx"))
 
-TABLES = {t.name: t for t in (PROMPTS, SAMPLES, SCORED, SELECTED)}
+CALIBRATION = Table("calibration", {
+    "temperature": pl.Float64, "threshold": pl.Float64, "balance_score": pl.Float64, "pass_at_k": pl.Float64,
+    "distinct_ratio": pl.Float64, "n_selected": pl.Int64, "chosen": pl.Boolean,
+}, key=("temperature", "threshold"),
+    nullable=frozenset({"balance_score", "pass_at_k", "distinct_ratio", "n_selected"}))
+
+TABLES = {t.name: t for t in (PROMPTS, SAMPLES, SCORED, SELECTED, CALIBRATION)}
 SPLITS = ("seed", "train", "probe", "test")
 
 

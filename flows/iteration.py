@@ -1,0 +1,50 @@
+"""The iteration flow: calibrate, generate, score, select, check, then train, evaluate, promote."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows.stage_tasks import stage
+from tasks.atomic import read_json
+from tasks.iterations import NextIteration, finish_iteration, start_iteration, ungate
+from tasks.layout import Layout
+from tasks.pipeline import BASELINE, BOOTSTRAP_STAGES, GATED_STAGES, ITERATION_STAGES
+from tasks.report import iteration_markdown
+from tasks.versioning import tags
+
+
+@flow(name="flywheel-bootstrap")
+def bootstrap_flow(root: str) -> dict:
+    """prepare → base → warm-up → baseline evaluation; recorded as tag iter-0000."""
+    layout = Layout(Path(root))
+    if "iter-0000" in tags(layout.root):
+        return {"skipped": "already bootstrapped"}
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    for name in BOOTSTRAP_STAGES:
+        stage(name)(root, name, None, resume=True)
+    return finish_iteration(layout, BASELINE, started=started, status="baseline")
+
+
+@flow(name="flywheel-iteration", flow_run_name="iteration-{nxt.it}")
+def iteration_flow(root: str, nxt: NextIteration) -> dict:
+    logger = get_run_logger()
+    layout = Layout(Path(root))
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    start_iteration(layout, nxt)
+    status = "completed"
+    for name in ITERATION_STAGES:
+        if name in GATED_STAGES and not read_json(layout.gate(nxt.it))["passed"]:
+            ungate(layout, nxt.it)
+            status = "gate-failed"
+            logger.error("iteration %s: data gate failed (%s); training skipped, parent kept", nxt.it,
+                         "; ".join(read_json(layout.gate(nxt.it))["failures"]))
+            break
+        stage(name, nxt.it)(root, name, nxt.it, resume=nxt.resuming)
+    record = finish_iteration(layout, nxt.it, started=started, status=status)
+    create_markdown_artifact(key=f"iteration-{nxt.it}", markdown=iteration_markdown(record),
+                             description=f"flywheel iteration {nxt.it}")
+    return record

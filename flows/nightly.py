@@ -1,0 +1,33 @@
+"""The nightly flow: lock the workspace, bootstrap it once, then run N iterations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from flows.iteration import bootstrap_flow, iteration_flow
+from tasks.iterations import plan_next
+from tasks.recipe import load_recipe
+from tasks.workspace import open_workspace, workspace_lock
+
+
+@flow(name="flywheel", log_prints=True)
+def flywheel_flow(workspace: str, iterations: int | None = None) -> list[dict]:
+    """Run `iterations` iterations (default: the recipe's run.iterations) on one workspace.
+
+    An iteration interrupted by a crash is resumed first and counts as one of them.
+    """
+    logger = get_run_logger()
+    layout = open_workspace(Path(workspace))
+    recipe = load_recipe(layout.recipe)
+    count = iterations or recipe.run.iterations
+    records = []
+    with workspace_lock(layout):
+        bootstrap_flow(str(layout.root))
+        for _ in range(count):
+            nxt = plan_next(layout, recipe.train.mode)
+            logger.info("iteration %s (%s) from parent %s", nxt.it, "resuming" if nxt.resuming else "new",
+                        nxt.vars.parent)
+            records.append(iteration_flow(str(layout.root), nxt))
+    return records

@@ -1,0 +1,34 @@
+"""Thin Prefect task wrappers around the stage registry and the workspace bookkeeping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.layout import Layout
+from tasks.pipeline import dvc_stage_name, run_stage
+from tasks.versioning import commit_stage, stage_is_current
+
+# Every stage rewrites its outputs atomically from its inputs, so a retry is safe; training is
+# not retried automatically because a failure there is rarely transient.
+RETRIES = {"train": 0}
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def stage_task(root: str, stage: str, it: str | None = None, resume: bool = False) -> dict | None:
+    """Run one stage and record it in dvc.lock; when resuming, skip it if DVC says it is current."""
+    layout = Layout(Path(root))
+    name = dvc_stage_name(stage, it)
+    if resume and stage_is_current(layout.root, name):
+        return {"skipped": "up to date"}
+    result = run_stage(layout, stage, it)
+    commit_stage(layout.root, name)
+    return result
+
+
+def stage(stage_name: str, it: str | None = None):
+    """The task for one stage, named `stage@iteration` in the Prefect UI."""
+    return stage_task.with_options(name=dvc_stage_name(stage_name, it), retries=RETRIES.get(stage_name, 1),
+                                   retry_delay_seconds=5)

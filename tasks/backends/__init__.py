@@ -1,0 +1,5 @@
+"""Generation backends: Hugging Face `generate` (CPU fallback) and vLLM, one interface."""
+
+from tasks.backends.base import GenerationBackend, SamplingSpec, make_backend
+
+__all__ = ["GenerationBackend", "SamplingSpec", "make_backend"]

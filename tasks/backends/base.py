@@ -1,0 +1,65 @@
+"""The backend interface. Every backend returns the same columns for the same request."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import polars as pl
+
+log = logging.getLogger(__name__)
+
+OUTPUT_SCHEMA = {"prompt_id": pl.String, "sample_idx": pl.Int32, "text": pl.String, "n_tokens": pl.Int32,
+                 "finish_reason": pl.String, "seed": pl.Int64}
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """What to sample. temperature 0 means greedy (then n must be 1)."""
+
+    n: int
+    temperature: float
+    max_new_tokens: int
+    seed: int
+    top_p: float = 1.0
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.temperature == 0 and self.n != 1:
+            raise ValueError("greedy decoding (temperature 0) yields one sample per prompt")
+
+
+class GenerationBackend(Protocol):
+    name: str
+
+    def generate(self, prompts: pl.DataFrame, spec: SamplingSpec, desc: str = "generate") -> pl.DataFrame:
+        """`prompts` has prompt_id and text; returns OUTPUT_SCHEMA rows, n per prompt."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def vllm_usable() -> bool:
+    try:
+        import vllm  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def make_backend(name: str, model_ref: str, *, batch_size: int = 64, max_model_len: int = 256,
+                 **engine_kwargs) -> GenerationBackend:
+    """'auto' picks vLLM when it imports, else Hugging Face; the choice is logged."""
+    if name == "auto":
+        name = "vllm" if vllm_usable() else "hf"
+        log.info("generation backend: %s (auto)", name)
+    if name == "hf":
+        from tasks.backends.hf import HFBackend
+
+        return HFBackend(model_ref, batch_size=batch_size)
+    if name == "vllm":
+        from tasks.backends.vllm_backend import VLLMBackend
+
+        return VLLMBackend(model_ref, max_model_len=max_model_len, **engine_kwargs)
+    raise ValueError(f"unknown backend {name!r}")

@@ -1,0 +1,126 @@
+"""Iteration bookkeeping: which iteration comes next, starting one, and recording a finished one."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.atomic import read_json, write_json, write_text
+from tasks.layout import Layout, iteration_id, tag_for
+from tasks.pipeline import BASELINE, IterationVars, read_iteration_vars, write_iteration_vars
+from tasks.provenance import code_revision, package_versions
+from tasks.recipe import load_recipe, recipe_to_yaml
+from tasks.versioning import commit_and_tag, push, tags
+
+
+@dataclass(frozen=True)
+class NextIteration:
+    it: str
+    vars: IterationVars
+    resuming: bool
+
+
+def current_parent(layout: Layout) -> str:
+    """The model the next iteration samples from: the last promoted one."""
+    table = read_iteration_vars(layout)
+    done = [it for it in table if tag_for(it) in set(tags(layout.root))]
+    if not done:
+        return BASELINE
+    last = done[-1]
+    record = read_json(layout.record(last))
+    return record["next_parent"]
+
+
+def plan_next(layout: Layout, mode: str) -> NextIteration:
+    """Resume the last declared iteration if it was never tagged, else declare a new one."""
+    table = read_iteration_vars(layout)
+    finished = set(tags(layout.root))
+    if table:
+        last = list(table)[-1]
+        if tag_for(last) not in finished:
+            return NextIteration(last, table[last], resuming=True)
+    parent = current_parent(layout)
+    it = iteration_id(int(list(table)[-1]) + 1 if table else 1)
+    rnd = (table[list(table)[-1]].round + 1) if table else 1
+    init = parent if mode == "continue" else BASELINE
+    return NextIteration(it, IterationVars(parent=parent, init=init, round=rnd), resuming=False)
+
+
+def start_iteration(layout: Layout, nxt: NextIteration) -> None:
+    """Freeze the workspace recipe as this iteration's params and declare it to dvc.yaml's foreach."""
+    if nxt.resuming:
+        return
+    recipe = load_recipe(layout.recipe)
+    write_text(layout.params(nxt.it), recipe_to_yaml(recipe))
+    table = read_iteration_vars(layout)
+    table[nxt.it] = nxt.vars
+    write_iteration_vars(layout, table)
+
+
+def ungate(layout: Layout, it: str) -> None:
+    """The data gate failed: stop declaring train/evaluate/promote for this iteration."""
+    table = read_iteration_vars(layout)
+    v = table[it]
+    table[it] = IterationVars(parent=v.parent, init=v.init, round=v.round, gated=False)
+    write_iteration_vars(layout, table)
+
+
+def _read_if(path: Path) -> dict | None:
+    return read_json(path) if path.is_file() else None
+
+
+def iteration_summary(layout: Layout, it: str) -> dict:
+    """Metrics, gate, evaluation and promotion of one iteration, read from its outputs."""
+    v = read_iteration_vars(layout).get(it)
+    promotion = _read_if(layout.promotion(it))
+    gate = _read_if(layout.gate(it))
+    if promotion is None and v is not None:
+        reason = "data gate failed: " + "; ".join((gate or {}).get("failures", []))
+        promotion = {"promoted": False, "reason": reason, "next_parent": v.parent, "candidate": it, "parent": v.parent}
+    return {
+        "iteration": it,
+        "parent": v.parent if v else None,
+        "choice": _read_if(layout.choice(it)),
+        "metrics": _read_if(layout.metrics(it)),
+        "gate": gate,
+        "eval": _read_if(layout.eval(it)),
+        "promotion": promotion,
+    }
+
+
+def finish_iteration(layout: Layout, it: str, *, started: str, status: str) -> dict:
+    """Write the run record, push data to the DVC remote, then commit and tag (in that order, so a
+    tag never points at data the remote lacks)."""
+    summary = iteration_summary(layout, it)
+    record = {
+        **summary,
+        "status": status,
+        "next_parent": summary["promotion"]["next_parent"] if summary["promotion"] else BASELINE,
+        "started": started,
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "code": code_revision(),
+        "packages": package_versions(),
+    }
+    write_json(layout.record(it), record)
+    write_plot_data(layout)
+    push(layout.root)
+    verdict = "promoted" if record["promotion"] and record["promotion"]["promoted"] else "held"
+    title = "baseline (warm-up)" if it == BASELINE else f"iteration {it}: {status}, {verdict}"
+    commit_and_tag(layout.root, title, tag_for(it))
+    return record
+
+
+def write_plot_data(layout: Layout) -> None:
+    """data/plots/eval.csv: one row per evaluated iteration, for `dvc plots show`."""
+    rows = ["iteration,pass@1,pass@k"]
+    for path in sorted((layout.root / "data" / "iterations").glob("*/eval.json")):
+        ev = read_json(path)
+        pk = next((v for k, v in ev.items() if k.startswith("pass@") and k not in ("pass@1", "pass@1_sampled")
+                   and not isinstance(v, dict)), "")
+        rows.append(f"{int(path.parent.name)},{ev['pass@1']},{pk}")
+    write_text(layout.root / "data" / "plots" / "eval.csv", "\n".join(rows) + "\n")
+
+
+def load_records(layout: Layout) -> list[dict]:
+    return [read_json(p) for p in sorted(layout.records.glob("[0-9][0-9][0-9][0-9].json"))]

@@ -1,0 +1,105 @@
+"""Where everything lives inside a workspace. dvc.yaml uses the same paths (a test checks it)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.errors import WorkspaceError
+
+ITERATION_ID = re.compile(r"^\d{4}$")
+
+
+def iteration_id(value: str | int) -> str:
+    """Normalise 3, '3' or '0003' to '0003'; reject anything else (no path tricks)."""
+    text = str(value)
+    if text.isdigit() and len(text) <= 4:
+        return f"{int(text):04d}"
+    raise WorkspaceError(f"invalid iteration id {text!r}.", field="iteration", fix="use a number such as 1 or 0001.")
+
+
+def tag_for(it: str) -> str:
+    return f"iter-{it}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def recipe(self) -> Path:
+        """The resolved recipe the workspace was initialised with (DVC params of bootstrap stages)."""
+        return self.root / "flywheel.yaml"
+
+    @property
+    def iterations_vars(self) -> Path:
+        """Per-iteration variables (parent, training init) that dvc.yaml's foreach expands."""
+        return self.root / "iterations.yaml"
+
+    @property
+    def prompts(self) -> Path:
+        return self.root / "data" / "prompts" / "prompts.parquet"
+
+    @property
+    def base_model(self) -> Path:
+        return self.root / "models" / "base"
+
+    @property
+    def records(self) -> Path:
+        return self.root / "records"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".flywheel"
+
+    @property
+    def lock(self) -> Path:
+        return self.state_dir / "run.lock"
+
+    def model(self, it: str) -> Path:
+        return self.root / "models" / it
+
+    def iter_dir(self, it: str) -> Path:
+        if not ITERATION_ID.match(it):
+            raise WorkspaceError(f"invalid iteration id {it!r}.", fix="use four digits, e.g. 0001.")
+        return self.root / "data" / "iterations" / it
+
+    def params(self, it: str) -> Path:
+        return self.iter_dir(it) / "params.yaml"
+
+    def calibration(self, it: str) -> Path:
+        return self.iter_dir(it) / "calibration.parquet"
+
+    def choice(self, it: str) -> Path:
+        return self.iter_dir(it) / "choice.json"
+
+    def samples(self, it: str) -> Path:
+        return self.iter_dir(it) / "samples.parquet"
+
+    def scored(self, it: str) -> Path:
+        return self.iter_dir(it) / "scored.parquet"
+
+    def metrics(self, it: str) -> Path:
+        return self.iter_dir(it) / "metrics.json"
+
+    def gate(self, it: str) -> Path:
+        return self.iter_dir(it) / "gate.json"
+
+    def selected(self, it: str) -> Path:
+        return self.iter_dir(it) / "selected.parquet"
+
+    def eval(self, it: str) -> Path:
+        return self.iter_dir(it) / "eval.json"
+
+    def eval_samples(self, it: str) -> Path:
+        return self.iter_dir(it) / "eval_samples.parquet"
+
+    def promotion(self, it: str) -> Path:
+        return self.iter_dir(it) / "promotion.json"
+
+    def record(self, it: str) -> Path:
+        return self.records / f"{it}.json"
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()

@@ -1,0 +1,119 @@
+"""The stage registry: binds each stage of dvc.yaml to its pure function and workspace paths.
+
+`run_stage(layout, name, iteration)` is what both the Prefect flow and `flywheel stage`
+(the command in dvc.yaml) call, so `dvc repro` re-runs exactly what the flow ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+from tasks.atomic import read_json
+from tasks.config import Recipe
+from tasks.layout import Layout
+from tasks.recipe import load_recipe
+from tasks.seeds import derive_seed
+
+BOOTSTRAP_STAGES = ("prepare", "base", "warmup", "baseline")
+ITERATION_STAGES = ("calibrate", "generate", "score", "select", "check", "train", "evaluate", "promote")
+GATED_STAGES = ("train", "evaluate", "promote")  # skipped when the data gate fails
+BASELINE = "0000"
+
+
+@dataclass(frozen=True)
+class IterationVars:
+    """What dvc.yaml's foreach needs per iteration: generation parent, training init, curriculum round."""
+
+    parent: str
+    init: str
+    round: int
+    gated: bool = True  # False once the data gate failed: train/evaluate/promote are not declared
+
+
+def read_iteration_vars(layout: Layout) -> dict[str, IterationVars]:
+    if not layout.iterations_vars.is_file():
+        return {}
+    data = yaml.safe_load(layout.iterations_vars.read_text()) or {}
+    merged = {**(data.get("iterations") or {})}
+    trained = data.get("trained") or {}
+    return {it: IterationVars(**v, gated=it in trained) for it, v in sorted(merged.items())}
+
+
+def write_iteration_vars(layout: Layout, table: dict[str, IterationVars]) -> None:
+    from tasks.atomic import write_text
+
+    iterations = {it: {"parent": v.parent, "init": v.init, "round": v.round} for it, v in sorted(table.items())}
+    trained = {it: iterations[it] for it, v in sorted(table.items()) if v.gated}
+    write_text(layout.iterations_vars, yaml.safe_dump({"iterations": iterations, "trained": trained},
+                                                      sort_keys=True))
+
+
+def stage_recipe(layout: Layout, it: str | None) -> Recipe:
+    return load_recipe(layout.params(it) if it else layout.recipe)
+
+
+def _stage_fns() -> dict[str, Callable[[Layout, Recipe, str | None, IterationVars | None], dict | None]]:
+    # Imports stay inside so `flywheel --help` never loads torch.
+    from tasks import bootstrap, calibrate, check, evaluate, generate, promote, score, select
+    from tasks.prepare import prepare
+
+    def seed(r: Recipe, it: str | None, stage: str) -> int:
+        return derive_seed(r.run.seed, it or BASELINE, stage)
+
+    def ev(L: Layout, r: Recipe, it: str, model: Path) -> dict:
+        return evaluate.evaluate(model, L.prompts, r.generate, r.evaluate, r.verifier, iteration=it,
+                                 seed=seed(r, it, "evaluate"), out_json=L.eval(it), out_samples=L.eval_samples(it))
+
+    return {
+        "prepare": lambda L, r, it, v: {"prompts": str(prepare(r, L.prompts))},
+        "base": lambda L, r, it, v: {"model": str(bootstrap.init_base(r, seed(r, None, "base"), L.base_model))},
+        "warmup": lambda L, r, it, v: bootstrap.warmup(r, L.base_model, L.prompts, seed(r, None, "warmup"),
+                                                       L.model(BASELINE)),
+        "baseline": lambda L, r, it, v: ev(L, r, BASELINE, L.model(BASELINE)),
+        "calibrate": lambda L, r, it, v: calibrate.calibrate(r, L.calibration(it), L.choice(it)),
+        "generate": lambda L, r, it, v: {"samples": str(generate.generate(
+            L.model(v.parent), L.prompts, r.generate, r.pool, iteration=it, round_index=v.round,
+            temperature=read_json(L.choice(it))["temperature"], seed=seed(r, it, "generate"),
+            out_path=L.samples(it)))},
+        "score": lambda L, r, it, v: {"scored": str(score.score(L.samples(it), L.prompts, r.verifier, L.scored(it)))},
+        "select": lambda L, r, it, v: {"selected": str(select.select(
+            L.scored(it), L.prompts, r.select, read_json(L.choice(it))["threshold"], L.selected(it)))},
+        "check": lambda L, r, it, v: check.check(L.scored(it), L.selected(it), read_json(L.choice(it)), r.check,
+                                                 r.generate.k, L.metrics(it), L.gate(it)),
+        "train": lambda L, r, it, v: _train(L, r, it, v, seed(r, it, "train")),
+        "evaluate": lambda L, r, it, v: ev(L, r, it, L.model(it)),
+        "promote": lambda L, r, it, v: promote.promote(L.eval(it), L.eval(v.parent), L.gate(it), r.promote,
+                                                       candidate_id=it, parent_id=v.parent, out_path=L.promotion(it)),
+    }
+
+
+def _train(L: Layout, r: Recipe, it: str, v: IterationVars, seed: int) -> dict:
+    from tasks.train import seed_examples, sft
+
+    if not read_json(L.gate(it))["passed"]:
+        raise RuntimeError(f"iteration {it}: the data gate failed; refusing to train")
+    selected = pl.read_parquet(L.selected(it)).select("prompt_id", "messages")
+    parts = [selected]
+    if r.train.include_seed:
+        parts.insert(0, seed_examples(pl.read_parquet(L.prompts)))
+    return sft(L.model(v.init), pl.concat(parts), r.train, seed, L.model(it))
+
+
+def run_stage(layout: Layout, stage: str, it: str | None = None) -> dict | None:
+    """Run one stage for one iteration (or a bootstrap stage with `it=None`)."""
+    fns = _stage_fns()
+    if stage not in fns:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(fns)}")
+    v = read_iteration_vars(layout).get(it) if it else None
+    if stage in ITERATION_STAGES and v is None:
+        raise ValueError(f"iteration {it!r} is not declared in {layout.iterations_vars.name}")
+    return fns[stage](layout, stage_recipe(layout, it if stage in ITERATION_STAGES else None), it, v)
+
+
+def dvc_stage_name(stage: str, it: str | None) -> str:
+    return f"{stage}@{it}" if stage in ITERATION_STAGES else stage

@@ -1,0 +1,53 @@
+"""Checks that run before any compute, so bad input fails fast and touches nothing."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from tasks.config import FileSource, PretrainedInit, Recipe
+from tasks.errors import ConfigError
+from tasks.modeling import resolve_model_ref
+
+REMOTE_PLUGINS = {"s3": "dvc_s3", "gs": "dvc_gs", "gcs": "dvc_gs", "azure": "dvc_azure", "ssh": "dvc_ssh",
+                  "http": "dvc_http", "https": "dvc_http"}
+
+
+def check_remote(url: str | None, workspace: Path) -> None:
+    if url is None:
+        return
+    scheme = url.split("://", 1)[0] if "://" in url else None
+    if scheme is None:
+        parent = Path(url).expanduser().resolve().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir() or not _writable(parent):
+            raise ConfigError(f"remote folder {url} cannot be created ({parent} is not writable).",
+                              field="remote.url", fix="use a writable folder or an s3:// / gs:// URL.")
+        return
+    plugin = REMOTE_PLUGINS.get(scheme)
+    if plugin is None:
+        raise ConfigError(f"unsupported remote scheme '{scheme}://'.", field="remote.url",
+                          fix=f"use a local folder or one of {sorted(set(REMOTE_PLUGINS))}.")
+    if importlib.util.find_spec(plugin) is None:
+        raise ConfigError(f"remote {url} needs the DVC plugin {plugin.replace('_', '-')}.", field="remote.url",
+                          fix=f"pip install {plugin.replace('_', '-')}.")
+
+
+def _writable(path: Path) -> bool:
+    import os
+
+    return os.access(path, os.W_OK)
+
+
+def preflight(recipe: Recipe, workspace: Path) -> None:
+    """Validate inputs the recipe points at: prompt files, model folders, the DVC remote."""
+    src = recipe.prompts.source
+    if isinstance(src, FileSource):
+        from tasks.prepare import check_no_leakage, ingest_prompt_file
+
+        check_no_leakage(ingest_prompt_file(src), src.path)
+    init = recipe.model.init
+    if isinstance(init, PretrainedInit):
+        resolve_model_ref(init.name_or_path, field="model.init.name_or_path")
+    check_remote(recipe.remote.url, workspace)

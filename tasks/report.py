@@ -1,0 +1,40 @@
+"""Human-readable summaries of iterations (Prefect markdown artifacts, `flywheel status`)."""
+
+from __future__ import annotations
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return "—" if v is None else str(v)
+
+
+def status_row(record: dict) -> dict:
+    """One flat row per iteration: the figures people compare night to night."""
+    ev = record.get("eval") or {}
+    metrics = record.get("metrics") or {}
+    choice = record.get("choice") or {}
+    promo = record.get("promotion") or {}
+    pass_k = next((v for k, v in ev.items() if k.startswith("pass@") and k not in ("pass@1", "pass@1_sampled")
+                   and not isinstance(v, dict)), None)
+    return {
+        "iteration": record["iteration"], "status": record.get("status"), "parent": record.get("parent"),
+        "finished": record.get("finished"), "temperature": choice.get("temperature"),
+        "threshold": choice.get("threshold"), "train_coverage": metrics.get("coverage"),
+        "selected": metrics.get("n_selected"), "gate": (record.get("gate") or {}).get("passed"),
+        "test_pass@1": ev.get("pass@1"), "test_pass@k": pass_k,
+        "promoted": promo.get("promoted"), "next_parent": record.get("next_parent"),
+    }
+
+
+def iteration_markdown(record: dict) -> str:
+    row = status_row(record)
+    lines = [f"# flywheel iteration {record['iteration']}: {record.get('status')}", "",
+             "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in row.items() if k != "iteration"]
+    promo = record.get("promotion") or {}
+    lines += ["", f"**Decision:** {'promoted' if promo.get('promoted') else 'held'}: {promo.get('reason', '—')}"]
+    gate = record.get("gate") or {}
+    if gate.get("failures"):
+        lines += ["", "**Gate failures:**", *[f"- {f}" for f in gate["failures"]]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,27 @@
+"""Stage `score`: verifier correctness, optional reward-model score, and the combined score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from tasks.config import VerifierConfig
+from tasks.schema import SCORED, write_table
+from tasks.verifiers import make_verifier
+
+
+def score_table(samples: pl.DataFrame, prompts: pl.DataFrame, verifier: VerifierConfig) -> pl.DataFrame:
+    """Add correct, extracted_answer, reward (null without a reward model) and score.
+
+    score = correct + reward / 5 as in B-STaR; without a reward it is just correct (0 or 1).
+    """
+    scored = make_verifier(verifier.type).verify(samples, prompts.select("prompt_id", "text", "answer"))
+    return scored.with_columns(reward=pl.lit(None, pl.Float64)).with_columns(
+        score=pl.col("correct").cast(pl.Float64) + (pl.col("reward") / 5).fill_null(0.0))
+
+
+def score(samples_path: Path, prompts_path: Path, verifier: VerifierConfig, out_path: Path) -> Path:
+    samples = pl.read_parquet(samples_path)
+    prompts = pl.read_parquet(prompts_path)
+    return write_table(score_table(samples, prompts, verifier), out_path, SCORED)

@@ -1,0 +1,98 @@
+"""Verifiers: decide which samples are correct. Model text is parsed, never evaluated.
+
+A verifier sees the whole table at once (all K samples of every prompt), so label-free
+verifiers such as majority vote fit the same interface.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import polars as pl
+
+ANSWER = r"Answer:\s*(-?\d[\d,]*(?:\.\d+)?)"
+EQUATION = r"(\d+)\s*([+\-])\s*(\d+)\s*=\s*(-?\d+)"
+KEY = ["prompt_id", "sample_idx"]
+
+
+class Verifier(Protocol):
+    name: str
+
+    def verify(self, samples: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
+        """Return `samples` plus columns `correct` (bool) and `extracted_answer` (str or null).
+
+        `prompts` has prompt_id, text and answer (gold, may be null)."""
+        ...
+
+
+def _normalise_number(col: pl.Expr) -> pl.Expr:
+    return col.str.replace_all(",", "").str.strip_chars().str.replace(r"\.0+$", "")
+
+
+def extract_answer(text: pl.Expr) -> pl.Expr:
+    """The number after the last 'Answer:' in the sample."""
+    return _normalise_number(text.str.extract_all(ANSWER).list.last().str.extract(ANSWER, 1))
+
+
+class AnswerMatchVerifier:
+    """Correct when the extracted final answer equals the gold answer."""
+
+    name = "answer_match"
+
+    def verify(self, samples: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
+        gold = prompts.select("prompt_id", _normalise_number(pl.col("answer")).alias("_gold"))
+        out = samples.join(gold, on="prompt_id", how="left").with_columns(
+            extracted_answer=extract_answer(pl.col("text")))
+        return out.with_columns(
+            correct=(pl.col("extracted_answer") == pl.col("_gold")).fill_null(False)).drop("_gold")
+
+
+class ArithChainVerifier(AnswerMatchVerifier):
+    """Answer match plus a process check of the chain of thought, as in RFT's rejection sampling.
+
+    A sample passes only if every `a+b=c` / `a-b=c` is arithmetically right, there are exactly
+    (numbers in the question - 1) equations, and they use the question's numbers in order,
+    each step starting from the previous result.
+    """
+
+    name = "arith_chain"
+
+    def equation_checks(self, samples: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
+        """Per sample: n_equations and chain_ok."""
+        qnums = prompts.select("prompt_id", pl.col("text").str.extract_all(r"\d+")
+                               .cast(pl.List(pl.Int64), strict=False).alias("_q"))
+        eqs = (samples.select(*KEY, pl.col("text").str.extract_all(EQUATION).alias("_eq"))
+               .explode("_eq").drop_nulls("_eq")
+               .with_columns(_j=pl.int_range(pl.len()).over(KEY))
+               .with_columns(*[pl.col("_eq").str.extract(EQUATION, i).alias(n) for i, n in
+                               ((1, "_a"), (2, "_op"), (3, "_b"), (4, "_c"))])
+               .with_columns(pl.col("_a", "_b", "_c").cast(pl.Int64, strict=False))
+               .join(qnums, on="prompt_id", how="left")
+               .with_columns(_prev=pl.col("_c").shift(1).over(KEY, order_by="_j")))
+        ok = (pl.when(pl.col("_op") == "+").then(pl.col("_a") + pl.col("_b"))
+              .otherwise(pl.col("_a") - pl.col("_b")) == pl.col("_c"))
+        start_ok = pl.when(pl.col("_j") == 0).then(pl.col("_a") == pl.col("_q").list.first()) \
+            .otherwise(pl.col("_a") == pl.col("_prev"))
+        operand_ok = pl.col("_b") == pl.col("_q").list.get(pl.col("_j") + 1, null_on_oob=True)
+        eqs = eqs.with_columns(_ok=(ok & start_ok & operand_ok).fill_null(False))
+        per_sample = eqs.group_by(KEY).agg(n_equations=pl.len().cast(pl.Int32), _all_ok=pl.col("_ok").all())
+        n_eq = pl.col("n_equations").fill_null(0).cast(pl.Int32)
+        return (samples.select(KEY).join(qnums, on="prompt_id", how="left")
+                .join(per_sample, on=KEY, how="left")
+                .with_columns(n_equations=n_eq,
+                              chain_ok=pl.col("_all_ok").fill_null(False) & (n_eq == pl.col("_q").list.len() - 1))
+                .select(*KEY, "n_equations", "chain_ok"))
+
+    def verify(self, samples: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
+        out = super().verify(samples, prompts)
+        checks = self.equation_checks(samples, prompts)
+        return (out.join(checks, on=KEY, how="left")
+                .with_columns(correct=pl.col("correct") & pl.col("chain_ok"))
+                .drop("n_equations", "chain_ok"))
+
+
+VERIFIERS: dict[str, type] = {"answer_match": AnswerMatchVerifier, "arith_chain": ArithChainVerifier}
+
+
+def make_verifier(name: str) -> Verifier:
+    return VERIFIERS[name]()
