@@ -8,13 +8,13 @@ from pathlib import Path
 
 from tasks.errors import WorkspaceError
 
-ITERATION_ID = re.compile(r"^\d{4}$")
+ITERATION_ID = re.compile(r"^[0-9]{4}\Z")
 
 
 def iteration_id(value: str | int) -> str:
     """Normalise 3, '3' or '0003' to '0003'; reject anything else (no path tricks)."""
     text = str(value)
-    if text.isdigit() and len(text) <= 4:
+    if text.isascii() and text.isdigit() and len(text) <= 4:
         return f"{int(text):04d}"
     raise WorkspaceError(f"invalid iteration id {text!r}.", field="iteration", fix="use a number such as 1 or 0001.")
 
@@ -61,7 +61,7 @@ class Layout:
         return self.root / "models" / it
 
     def iter_dir(self, it: str) -> Path:
-        if not ITERATION_ID.match(it):
+        if not (isinstance(it, str) and ITERATION_ID.fullmatch(it)):
             raise WorkspaceError(f"invalid iteration id {it!r}.", fix="use four digits, e.g. 0001.")
         return self.root / "data" / "iterations" / it
 

@@ -31,6 +31,13 @@ def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _quiet_loading() -> None:
+    """Weight-loading bars add nothing for small models and clutter nightly logs."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def load_tokenizer(ref: str | Path, revision: str | None = None):
     from transformers import AutoTokenizer
 
@@ -45,6 +52,7 @@ def load_causal_lm(ref: str | Path, revision: str | None = None, dtype: str = "a
     import torch
     from transformers import AutoModelForCausalLM
 
+    _quiet_loading()
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     model = AutoModelForCausalLM.from_pretrained(resolve_model_ref(ref), revision=revision, dtype=torch_dtype)
     return model.to(device or pick_device())

@@ -22,10 +22,12 @@ def _dedup_take(df: pl.DataFrame, n: int, exclude: set[str]) -> pl.DataFrame:
 def build_arith_prompts(src: ArithSource, run_seed: int) -> pl.DataFrame:
     """Test first, then probe, seed and train, each excluding every earlier split's ids."""
     levels = list(range(1, src.max_steps + 1))
+    # Round cumulative shares, so the seed counts add up to seed_size exactly.
+    bounds = [0, *(round(src.seed_size * sum(src.seed_mix[:i + 1])) for i in range(len(levels)))]
     plan: dict[str, dict[int, int]] = {
         "test": {s: src.test_size // len(levels) + (i < src.test_size % len(levels)) for i, s in enumerate(levels)},
         "probe": {s: src.probe_size // len(levels) + (i < src.probe_size % len(levels)) for i, s in enumerate(levels)},
-        "seed": {s: round(src.seed_size * share) for s, share in zip(levels, src.seed_mix)},
+        "seed": {s: bounds[i + 1] - bounds[i] for i, s in enumerate(levels)},
         "train": {s: src.train_size_per_steps for s in levels},
     }
     taken: set[str] = set()

@@ -14,14 +14,19 @@ from tasks.errors import ConfigError
 
 
 def _known_fields(model: type, loc: tuple) -> list[str]:
-    """Field names valid at `loc`'s parent, for 'did you mean' hints."""
-    current = model
+    """Field names valid at `loc`'s parent, for 'did you mean' hints.
+
+    `loc` is pydantic's, so a tagged union (prompts.source, model.init) is followed by its tag."""
+    current: Any = model
     for part in loc[:-1]:
-        fields = getattr(current, "model_fields", {})
-        if part not in fields:
+        if not hasattr(current, "model_fields"):  # a tagged union: `part` names the member
+            members = getattr(current, "__args__", ())
+            current = next((m for m in members if "type" in getattr(m, "model_fields", {})
+                            and m.model_fields["type"].default == part), None)
+            continue
+        if part not in current.model_fields:
             return []
-        ann = fields[part].annotation
-        current = getattr(ann, "__args__", (ann,))[0] if not hasattr(ann, "model_fields") else ann
+        current = current.model_fields[part].annotation
     return list(getattr(current, "model_fields", {}))
 
 
@@ -30,7 +35,7 @@ def _explain(err: dict, source: str) -> ConfigError:
     field = ".".join(str(p) for p in loc) or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":
-        close = difflib.get_close_matches(str(loc[-1]), _known_fields(Recipe, loc), n=1)
+        close = difflib.get_close_matches(str(loc[-1]), _known_fields(Recipe, tuple(err["loc"])), n=1)
         fix = f"did you mean '{close[0]}'?" if close else "remove it; see configs/tiny-arith.yaml for the valid keys."
         return ConfigError("unknown key.", file=source, field=field, fix=fix)
     got = err.get("input")

@@ -103,6 +103,6 @@ def stable_ids(texts: pl.Series) -> pl.Series:
     """prompt_id: the first 16 hex digits of sha256 over the normalised text (DuckDB, vectorised)."""
     frame = pl.DataFrame({"t": texts})
     ids = duckdb.sql(
-        "SELECT substr(sha256(lower(regexp_replace(trim(t), '\\s+', ' ', 'g'))), 1, 16) AS id FROM frame"
+        "SELECT substr(sha256(lower(trim(regexp_replace(t, '\\s+', ' ', 'g')))), 1, 16) AS id FROM frame"
     ).pl()["id"]
     return ids.alias("prompt_id")

@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh machine (Python 3.11 + pip):
+#   make run    install, then run the flywheel on the embedded default (offline, CPU)
+#   make test   install, then run the test suite
+PYTHON ?= python3.11
+VENV   ?= .venv
+# CPU machines take the local CPU wheel; on a GPU machine use e.g. TORCH_SPEC="torch==2.13.0".
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test test-all bench clean-default
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q "$(TORCH_SPEC)"
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/flywheel run
+
+test: install
+	$(VENV)/bin/python -m pytest -q -m "not slow and not gpu"
+
+test-all: install
+	$(VENV)/bin/python -m pytest -q -m "not gpu"
+
+clean-default:
+	rm -rf data/workspaces/default data/workspaces/default-remote

@@ -1,0 +1,92 @@
+"""Shared fixtures: an isolated Prefect home, the venv on PATH (dvc.yaml commands call
+`flywheel`), a micro recipe, and one small two-iteration workspace reused by e2e tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MICRO_RECIPE = {
+    "run": {"name": "micro", "seed": 0, "iterations": 2},
+    "prompts": {"source": {"type": "arith", "seed_size": 64, "train_size_per_steps": 40, "probe_size": 8,
+                           "test_size": 16}},
+    "model": {"init": {"type": "tiny_llama", "hidden_size": 64, "num_layers": 1, "num_heads": 2,
+                       "num_kv_heads": 1, "intermediate_size": 64}},
+    "warmup": {"max_steps": 3, "batch_size": 16},
+    "pool": {"prompts_per_iteration": 16},
+    "generate": {"k": 2, "max_new_tokens": 24, "batch_size": 16},
+    "train": {"max_steps": 2, "batch_size": 8},
+    "evaluate": {"k": 2},
+    "check": {"min_coverage": 0.0, "min_selected": 0},
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-home")
+    env = {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1",
+           "PREFECT_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false", "FLYWHEEL_PROGRESS": "0",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    os.environ.pop("PREFECT_API_URL", None)
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def write_recipe(path: Path, overrides: dict | None = None) -> Path:
+    data = yaml.safe_load(yaml.safe_dump(MICRO_RECIPE))
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def micro_recipe(tmp_path) -> Path:
+    return write_recipe(tmp_path / "micro.yaml")
+
+
+def flywheel(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess, as a user would."""
+    proc = subprocess.run([sys.executable, "-m", "flywheel", *args], cwd=cwd or ROOT, capture_output=True,
+                          text=True, timeout=900)
+    if check and proc.returncode:
+        raise AssertionError(f"flywheel {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def dvc(cwd: Path, *args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def micro_workspace(tmp_path_factory) -> Path:
+    """A workspace after `flywheel run -n 2` on the micro recipe (built once per session)."""
+    base = tmp_path_factory.mktemp("e2e")
+    recipe = write_recipe(base / "micro.yaml")
+    ws = base / "ws"
+    flywheel("run", "--workspace", str(ws), "--config", str(recipe), "--iterations", "2")
+    return ws

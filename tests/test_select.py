@@ -1,0 +1,121 @@
+"""tasks/select.py: threshold, dedup, cap and chat-message output of the select stage."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from tasks.config import SelectConfig
+from tasks.schema import SCORED, SELECTED, conform
+from tasks.select import select, select_table
+
+PROMPTS = pl.DataFrame({"prompt_id": ["p1", "p2"],
+                        "text": ["Mia has 23 pens. Then gets 17 more. How many pens now?",
+                                 "Tom has 5 coins. Then loses 2. How many coins now?"]})
+
+
+def scored(rows: list[tuple[str, int, str, float]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema={"prompt_id": pl.String, "sample_idx": pl.Int32, "text": pl.String,
+                                      "score": pl.Float64}, orient="row")
+
+
+def kept(out: pl.DataFrame) -> list[tuple[str, int]]:
+    return sorted(zip(out["prompt_id"].to_list(), out["sample_idx"].to_list()))
+
+
+def test_threshold_is_strictly_greater():
+    df = scored([("p1", 0, "a", 0.5), ("p1", 1, "b", 0.51), ("p1", 2, "c", 0.49),
+                 ("p2", 0, "d", 1.0), ("p2", 1, "e", -1.0)])
+    out = select_table(df, PROMPTS, SelectConfig(cap_per_prompt=10), threshold=0.5)
+    assert kept(out) == [("p1", 1), ("p2", 0)]
+    out = select_table(df, PROMPTS, SelectConfig(cap_per_prompt=10), threshold=-1.0)
+    assert kept(out) == [("p1", 0), ("p1", 1), ("p1", 2), ("p2", 0)]
+    assert select_table(df, PROMPTS, SelectConfig(), threshold=1.0).height == 0
+
+
+def test_exact_dedup_within_prompt_only():
+    same = " 23+17=40. Answer: 40"
+    df = scored([("p1", 0, same, 1.0), ("p1", 1, same, 1.0), ("p1", 2, same + " ", 1.0),
+                 ("p2", 0, same, 1.0), ("p2", 3, same, 1.0)])
+    out = select_table(df, PROMPTS, SelectConfig(cap_per_prompt=10), threshold=0.5)
+    # the same text twice counts once per prompt; another prompt keeps its own copy;
+    # exact dedup is exact (a trailing space is a different text)
+    assert kept(out) == [("p1", 0), ("p1", 2), ("p2", 0)]
+
+
+def test_equation_dedup_ignores_wording_and_spacing():
+    df = scored([
+        ("p1", 0, " 23+17=40. Answer: 40", 1.0),
+        ("p1", 1, " First 23 + 17 = 40, so Answer: 40", 1.0),
+        ("p1", 2, " 23+17=40. so the Answer: 40", 1.0),
+        ("p1", 3, " 17+23=40. Answer: 40", 1.0),
+    ])
+    exact = select_table(df, PROMPTS, SelectConfig(cap_per_prompt=10), threshold=0.5)
+    assert kept(exact) == [("p1", 0), ("p1", 1), ("p1", 2), ("p1", 3)]
+    eq = select_table(df, PROMPTS, SelectConfig(cap_per_prompt=10, dedup="equations"), threshold=0.5)
+    assert kept(eq) == [("p1", 0), ("p1", 3)]
+
+
+def test_cap_keeps_highest_score_then_lowest_sample_idx():
+    df = scored([("p1", 4, "a", 0.9), ("p1", 1, "b", 0.7), ("p1", 2, "c", 0.9), ("p1", 0, "d", 0.8),
+                 ("p2", 5, "e", 0.6), ("p2", 3, "f", 0.6)])
+    out = select_table(df, PROMPTS, SelectConfig(cap_per_prompt=1), threshold=0.5)
+    assert kept(out) == [("p1", 2), ("p2", 3)]
+    out = select_table(df, PROMPTS, SelectConfig(cap_per_prompt=3), threshold=0.5)
+    assert kept(out) == [("p1", 0), ("p1", 2), ("p1", 4), ("p2", 3), ("p2", 5)]
+
+
+def test_dedup_keeps_the_best_copy():
+    df = scored([("p1", 0, "same", 0.6), ("p1", 1, "same", 0.9), ("p1", 2, "same", 0.9)])
+    out = select_table(df, PROMPTS, SelectConfig(cap_per_prompt=5), threshold=0.5)
+    assert kept(out) == [("p1", 1)]
+    assert out["score"].to_list() == [0.9]
+
+
+def test_messages_hold_question_and_assistant_text():
+    df = scored([("p1", 0, " 23+17=40. Answer: 40\n\n  ", 1.0), ("p2", 0, " 5-2=3. Answer: 3", 0.8)])
+    out = select_table(df, PROMPTS, SelectConfig(), threshold=0.5).sort("prompt_id")
+    assert out["messages"].to_list() == [
+        [{"role": "user", "content": PROMPTS["text"][0]},
+         {"role": "assistant", "content": " 23+17=40. Answer: 40"}],  # trailing whitespace stripped only
+        [{"role": "user", "content": PROMPTS["text"][1]},
+         {"role": "assistant", "content": " 5-2=3. Answer: 3"}],
+    ]
+    assert out["origin"].to_list() == ["self", "self"]
+    assert out["score"].to_list() == [1.0, 0.8]
+
+
+def test_output_conforms_to_selected_schema():
+    df = scored([("p2", 1, "x", 0.9), ("p1", 0, "y", 0.7), ("p1", 1, "z", 0.8)])
+    out = select_table(df, PROMPTS, SelectConfig(cap_per_prompt=2), threshold=0.0)
+    table = conform(out, SELECTED)
+    assert table.schema == SELECTED.schema
+    assert kept(table) == [("p1", 0), ("p1", 1), ("p2", 1)]
+    assert table["prompt_id"].to_list() == ["p1", "p1", "p2"]  # sorted by key
+
+
+def test_nothing_above_threshold_gives_empty_conforming_table():
+    df = scored([("p1", 0, "y", 0.1)])
+    out = conform(select_table(df, PROMPTS, SelectConfig(), threshold=0.5), SELECTED)
+    assert out.height == 0
+    assert out.schema == SELECTED.schema
+
+
+def test_select_stage_writes_parquet(tmp_path):
+    full = scored([("p1", 0, "good", 0.9), ("p1", 1, "bad", 0.1), ("p2", 0, "ok", 0.6)]).with_columns(
+        iteration=pl.lit("0001"), n_tokens=pl.lit(3, pl.Int32), finish_reason=pl.lit("stop"),
+        temperature=pl.lit(0.8), seed=pl.lit(1, pl.Int64), model_hash=pl.lit("h"), pass_name=pl.lit("main"),
+        correct=pl.col("score") > 0.5, reward=pl.col("score"), extracted_answer=pl.lit(None, pl.String))
+    conform(full, SCORED).write_parquet(tmp_path / "scored.parquet")
+    PROMPTS.write_parquet(tmp_path / "prompts.parquet")
+    path = select(tmp_path / "scored.parquet", tmp_path / "prompts.parquet", SelectConfig(), 0.5,
+                  tmp_path / "out" / "selected.parquet")
+    out = pl.read_parquet(path)
+    assert out.schema == SELECTED.schema
+    assert kept(out) == [("p1", 0), ("p2", 0)]
+
+
+@pytest.mark.parametrize("cap", [0, -1])
+def test_cap_must_be_positive(cap):
+    with pytest.raises(ValueError):
+        SelectConfig(cap_per_prompt=cap)
