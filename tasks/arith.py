@@ -16,20 +16,18 @@ NAMES = ["Mia", "Tom", "Ava", "Leo", "Zoe", "Max", "Ivy", "Sam", "Eli", "Kim"]
 ITEMS = ["pens", "coins", "cards", "shells", "books", "apples", "stamps", "beads"]
 ADD = ["gets {} more", "finds {} more", "buys {} more"]
 SUB = ["loses {}", "gives away {}", "sells {}"]
-START_RANGE = (2, 60)
-OPERAND_RANGE = (1, 30)
 
 
-def generate_problems(n: int, steps: int, seed: int) -> pl.DataFrame:
+def generate_problems(n: int, steps: int, seed: int, max_start: int = 20, max_operand: int = 9) -> pl.DataFrame:
     """`n` problems with exactly `steps` operations: columns text, answer, target, difficulty."""
     rng = np.random.default_rng([seed, steps])
-    cur = rng.integers(*START_RANGE, size=n, endpoint=True)
+    cur = rng.integers(2, max_start, size=n, endpoint=True)
     name = np.array(NAMES)[rng.integers(0, len(NAMES), n)]
     item = np.array(ITEMS)[rng.integers(0, len(ITEMS), n)]
     parts_q = [pl.Series(name) + " has " + pl.Series(cur.astype(str)) + " " + pl.Series(item) + "."]
     parts_t: list[pl.Series] = []
     for _ in range(steps):
-        b = rng.integers(*OPERAND_RANGE, size=n, endpoint=True)
+        b = rng.integers(1, max_operand, size=n, endpoint=True)
         sub = (rng.random(n) < 0.5) & (b <= cur)  # never go below zero
         phrase_idx = rng.integers(0, 3, n)
         add_phr = np.array([p.split("{}")[0] for p in ADD])[phrase_idx]

@@ -29,6 +29,8 @@ class ArithSource(_Model):
     probe_size: int = Field(120, ge=1, description="probe prompts for calibration")
     test_size: int = Field(300, ge=1, description="held-out test prompts (never trained on)")
     max_steps: int = Field(4, ge=1, le=6, description="hardest problem (number of operations)")
+    max_start: int = Field(20, ge=2, le=10_000, description="largest starting quantity")
+    max_operand: int = Field(9, ge=1, le=10_000, description="largest number added or taken away")
 
     @field_validator("seed_mix")
     @classmethod

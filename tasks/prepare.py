@@ -19,15 +19,23 @@ def _dedup_take(df: pl.DataFrame, n: int, exclude: set[str]) -> pl.DataFrame:
     return df.filter(~pl.col("prompt_id").is_in(list(exclude))).head(n)
 
 
+def _apportion(total: int, shares: list[float], n: int) -> list[int]:
+    """Split `total * sum(shares)` into `n` whole counts (largest remainder), so they add up exactly."""
+    exact = [total * s for s in shares] + [0.0] * (n - len(shares))
+    counts = [int(x) for x in exact]
+    order = sorted(range(n), key=lambda i: counts[i] - exact[i])  # largest fractional part first
+    for i in order[:round(sum(exact)) - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
 def build_arith_prompts(src: ArithSource, run_seed: int) -> pl.DataFrame:
     """Test first, then probe, seed and train, each excluding every earlier split's ids."""
     levels = list(range(1, src.max_steps + 1))
-    # Round cumulative shares, so the seed counts add up to seed_size exactly.
-    bounds = [0, *(round(src.seed_size * sum(src.seed_mix[:i + 1])) for i in range(len(levels)))]
     plan: dict[str, dict[int, int]] = {
         "test": {s: src.test_size // len(levels) + (i < src.test_size % len(levels)) for i, s in enumerate(levels)},
         "probe": {s: src.probe_size // len(levels) + (i < src.probe_size % len(levels)) for i, s in enumerate(levels)},
-        "seed": {s: bounds[i + 1] - bounds[i] for i, s in enumerate(levels)},
+        "seed": dict(zip(levels, _apportion(src.seed_size, src.seed_mix[:len(levels)], len(levels)))),
         "train": {s: src.train_size_per_steps for s in levels},
     }
     taken: set[str] = set()
@@ -36,7 +44,8 @@ def build_arith_prompts(src: ArithSource, run_seed: int) -> pl.DataFrame:
         for steps, n in plan[split].items():
             if n == 0:
                 continue
-            raw = generate_problems(3 * n + 50, steps, derive_seed(run_seed, "prepare", split, steps))
+            raw = generate_problems(3 * n + 50, steps, derive_seed(run_seed, "prepare", split, steps),
+                                    src.max_start, src.max_operand)
             got = _dedup_take(raw, n, taken)
             if got.height < n:
                 raise InputDataError(f"only {got.height} distinct {steps}-step problems for split {split}.",

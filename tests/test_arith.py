@@ -7,7 +7,7 @@ import re
 import polars as pl
 import pytest
 
-from tasks.arith import ITEMS, NAMES, OPERAND_RANGE, START_RANGE, generate_problems
+from tasks.arith import ITEMS, NAMES, generate_problems
 from tasks.schema import stable_ids
 from tasks.verifiers import EQUATION, ArithChainVerifier
 
@@ -41,9 +41,12 @@ def test_columns_and_types():
     assert df["difficulty"].to_list() == [2] * 10
 
 
-@pytest.mark.parametrize("steps", [1, 2, 4, 6])
-def test_answer_matches_target_and_chain(steps):
-    df = generate_problems(200, steps, seed=3)
+@pytest.mark.parametrize("steps, ranges", [(1, {}), (2, {}), (4, {}), (6, {}),
+                                           (3, {"max_start": 500, "max_operand": 250}),
+                                           (2, {"max_start": 2, "max_operand": 1})])
+def test_answer_matches_target_and_chain(steps, ranges):
+    max_start, max_operand = ranges.get("max_start", 20), ranges.get("max_operand", 9)  # the defaults
+    df = generate_problems(200, steps, seed=3, **ranges)
     for text, answer, target in df.select("text", "answer", "target").iter_rows():
         assert target.endswith(f" Answer: {answer}")
         eqs = EQ.findall(target)
@@ -51,12 +54,12 @@ def test_answer_matches_target_and_chain(steps):
         qnums = [int(x) for x in re.findall(r"\d+", text)]
         assert len(qnums) == steps + 1
         cur = qnums[0]
-        assert START_RANGE[0] <= cur <= START_RANGE[1]
+        assert 2 <= cur <= max_start
         for j, (a, op, b, c) in enumerate(eqs):
             a, b, c = int(a), int(b), int(c)
             assert a == cur, "each step starts from the previous result"
             assert b == qnums[j + 1], "operands in question order"
-            assert OPERAND_RANGE[0] <= b <= OPERAND_RANGE[1]
+            assert 1 <= b <= max_operand
             assert c == (a + b if op == "+" else a - b)
             assert c >= 0, "no negative intermediate result"
             cur = c
@@ -92,6 +95,14 @@ def test_every_target_passes_arith_chain_verifier(steps):
     checks = verifier.equation_checks(samples, prompts)
     assert checks["n_equations"].to_list() == [steps] * samples.height
     assert checks["chain_ok"].all()
+
+
+def test_ranges_are_used():
+    df = generate_problems(300, 1, seed=2, max_start=9000, max_operand=5000)
+    starts = [int(re.findall(r"\d+", text)[0]) for text in df["text"]]
+    assert max(starts) > 20 and max(starts) <= 9000
+    operands = [int(b) for _a, _op, b, _c in (EQ.findall(t)[0] for t in df["target"])]
+    assert max(operands) > 9 and max(operands) <= 5000
 
 
 def test_zero_problems():
