@@ -151,6 +151,23 @@ def status(workspace: WorkspaceOpt = None,
         _print_status(records)
 
 
+@app.command()
+def report(workspace: WorkspaceOpt = None,
+           out: Annotated[Path | None, typer.Option(help="Output folder (default: <workspace>/reports).")] = None) -> None:
+    """Write the dashboard: a PNG and a self-contained HTML page of the metrics over iterations."""
+    try:
+        from tasks.dashboard import write_dashboard
+        from tasks.iterations import load_records
+        from tasks.recipe import load_recipe
+
+        layout = _resolve_workspace(workspace, None, create=False)
+        name = load_recipe(layout.recipe).run.name
+        paths = write_dashboard(load_records(layout), out or layout.root / "reports", title=f"flywheel: {name}")
+    except Exception as err:  # noqa: BLE001
+        _fail(err)
+    typer.echo(f"Wrote {paths['png']} and {paths['html']}")
+
+
 @app.command(name="stage")
 def stage_cmd(name: Annotated[str, typer.Argument(help="Stage name, as in dvc.yaml.")],
               iteration: Annotated[str | None, typer.Option("--iteration", "-i")] = None,

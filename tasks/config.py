@@ -137,6 +137,27 @@ class VerifierConfig(_Model):
         "arith_chain", description="arith_chain also checks every equation of the chain")
 
 
+class RewardConfig(_Model):
+    """Optional reward model, so the combined score is continuous (B-STaR: score = reward/5 + correct)."""
+
+    source: Literal["none", "train", "pretrained"] = Field(
+        "none", description="none; train a tiny outcome reward model on iteration-0 samples; or load one")
+    name_or_path: str | None = Field(None, description="sequence-classification model (source: pretrained)")
+    kind: Literal["orm", "prm"] = Field("orm", description="prm: minimum score over the chain's step prefixes")
+    weight: float = Field(0.2, ge=0, description="score = correct + weight * reward; reward lies in [-1, 1]")
+    train_prompts: int = Field(400, ge=1, description="pool prompts sampled from iteration 0 (source: train)")
+    train_k: int = Field(4, ge=1)
+    train_steps: int = Field(150, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _path_when_pretrained(self) -> RewardConfig:
+        if self.source == "pretrained" and not self.name_or_path:
+            raise ValueError("source 'pretrained' needs name_or_path")
+        return self
+
+
 class CalibrateConfig(_Model):
     """B-STaR balancing: pick (temperature, threshold) on the probe set each iteration."""
 
@@ -190,6 +211,7 @@ class Recipe(_Model):
     pool: PoolConfig = PoolConfig()
     generate: GenerateConfig = GenerateConfig()
     verifier: VerifierConfig = VerifierConfig()
+    reward: RewardConfig = RewardConfig()
     calibrate: CalibrateConfig = CalibrateConfig()
     check: CheckConfig = CheckConfig()
     select: SelectConfig = SelectConfig()

@@ -46,6 +46,10 @@ class Layout:
         return self.root / "models" / "base"
 
     @property
+    def reward_model(self) -> Path:
+        return self.root / "models" / "reward"
+
+    @property
     def records(self) -> Path:
         return self.root / "records"
 

@@ -19,7 +19,7 @@ from tasks.layout import Layout
 from tasks.recipe import load_recipe
 from tasks.seeds import derive_seed
 
-BOOTSTRAP_STAGES = ("prepare", "base", "warmup", "baseline")
+BOOTSTRAP_STAGES = ("prepare", "base", "warmup", "baseline", "reward")
 ITERATION_STAGES = ("calibrate", "generate", "score", "select", "check", "train", "evaluate", "promote")
 GATED_STAGES = ("train", "evaluate", "promote")  # skipped when the data gate fails
 BASELINE = "0000"
@@ -59,7 +59,7 @@ def stage_recipe(layout: Layout, it: str | None) -> Recipe:
 
 def _stage_fns() -> dict[str, Callable[[Layout, Recipe, str | None, IterationVars | None], dict | None]]:
     # Imports stay inside so `flywheel --help` never loads torch.
-    from tasks import bootstrap, calibrate, check, evaluate, generate, promote, score, select
+    from tasks import bootstrap, calibrate, check, evaluate, generate, promote, reward, score, select
     from tasks.prepare import prepare
 
     def seed(r: Recipe, it: str | None, stage: str) -> int:
@@ -75,12 +75,15 @@ def _stage_fns() -> dict[str, Callable[[Layout, Recipe, str | None, IterationVar
         "warmup": lambda L, r, it, v: bootstrap.warmup(r, L.base_model, L.prompts, seed(r, None, "warmup"),
                                                        L.model(BASELINE)),
         "baseline": lambda L, r, it, v: ev(L, r, BASELINE, L.model(BASELINE)),
+        "reward": lambda L, r, it, v: reward.build_reward_model(r, L.model(BASELINE), L.prompts,
+                                                               seed(r, None, "reward"), L.reward_model),
         "calibrate": lambda L, r, it, v: calibrate.calibrate(r, L.calibration(it), L.choice(it)),
         "generate": lambda L, r, it, v: {"samples": str(generate.generate(
             L.model(v.parent), L.prompts, r.generate, r.pool, iteration=it, round_index=v.round,
             temperature=read_json(L.choice(it))["temperature"], seed=seed(r, it, "generate"),
             out_path=L.samples(it)))},
-        "score": lambda L, r, it, v: {"scored": str(score.score(L.samples(it), L.prompts, r.verifier, L.scored(it)))},
+        "score": lambda L, r, it, v: {"scored": str(score.score(L.samples(it), L.prompts, r.verifier, r.reward,
+                                                                L.reward_model, L.scored(it)))},
         "select": lambda L, r, it, v: {"selected": str(select.select(
             L.scored(it), L.prompts, r.select, read_json(L.choice(it))["threshold"], L.selected(it)))},
         "check": lambda L, r, it, v: check.check(L.scored(it), L.selected(it), read_json(L.choice(it)), r.check,

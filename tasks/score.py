@@ -6,7 +6,8 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.config import VerifierConfig
+from tasks.config import RewardConfig, VerifierConfig
+from tasks.reward import add_rewards
 from tasks.schema import SCORED, write_table
 from tasks.verifiers import make_verifier
 
@@ -21,7 +22,9 @@ def score_table(samples: pl.DataFrame, prompts: pl.DataFrame, verifier: Verifier
         score=pl.col("correct").cast(pl.Float64) + (pl.col("reward") / 5).fill_null(0.0))
 
 
-def score(samples_path: Path, prompts_path: Path, verifier: VerifierConfig, out_path: Path) -> Path:
+def score(samples_path: Path, prompts_path: Path, verifier: VerifierConfig, reward: RewardConfig,
+          reward_dir: Path | None, out_path: Path) -> Path:
     samples = pl.read_parquet(samples_path)
     prompts = pl.read_parquet(prompts_path)
-    return write_table(score_table(samples, prompts, verifier), out_path, SCORED)
+    scored = add_rewards(score_table(samples, prompts, verifier), prompts, reward_dir, reward)
+    return write_table(scored, out_path, SCORED)

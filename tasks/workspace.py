@@ -21,7 +21,7 @@ from tasks.versioning import commit_and_tag, init_repos
 DEFAULT_WORKSPACE = CODE_ROOT / "data" / "workspaces" / "default"
 DEFAULT_CONFIG = CODE_ROOT / "configs" / "tiny-arith.yaml"
 PIPELINE_TEMPLATE = CODE_ROOT / "dvc.yaml"
-WORKSPACE_GITIGNORE = ".flywheel/\n"
+WORKSPACE_GITIGNORE = ".flywheel/\nreports/\n"
 
 
 def default_remote(root: Path) -> str:

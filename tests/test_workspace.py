@@ -42,7 +42,7 @@ def test_pipeline_template_paths_match_the_layout(workspace):
     with chdir(workspace.root), Repo(str(workspace.root)) as repo:
         outs = {st.addressing: {o.def_path for o in st.outs} for st in repo.index.stages}
     expected = {
-        "prepare": [L.prompts], "base": [L.base_model], "warmup": [L.model("0000")],
+        "prepare": [L.prompts], "base": [L.base_model], "warmup": [L.model("0000")], "reward": [L.reward_model],
         "calibrate@0001": [L.calibration("0001"), L.choice("0001")], "generate@0001": [L.samples("0001")],
         "score@0001": [L.scored("0001")], "select@0001": [L.selected("0001")], "check@0001": [L.gate("0001")],
         "train@0001": [L.model("0001")], "evaluate@0001": [L.eval_samples("0001")],
