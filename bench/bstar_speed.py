@@ -91,7 +91,7 @@ def reference(path: Path, k: int, n_star: int) -> tuple[dict, list[dict], dict]:
     by: dict[float, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for pid, si, text, corr, score, rew, temp in zip(cols["prompt_id"], cols["sample_idx"], cols["text"],
                                                      cols["correct"], cols["score"], cols["reward"],
-                                                     cols["temperature"]):
+                                                     cols["temperature"], strict=True):
         by[temp][pid].append((si, text, corr, score, rew))
     for per in by.values():
         for lst in per.values():
@@ -130,12 +130,18 @@ def reference(path: Path, k: int, n_star: int) -> tuple[dict, list[dict], dict]:
 
 
 # ---------------------------------------------------------------- vectorised path
-def vectorised(path: Path, k: int, n_star: int) -> tuple[dict, pl.DataFrame, dict]:
-    scored = pl.read_parquet(path)
-    grid = calibration_grid(scored, THRESHOLDS, n_star=n_star, k=k)
-    choice = choose(grid)
-    first = scored.filter(pl.col("temperature") == scored["temperature"].min())
-    metrics = iteration_metrics(first, None, k=k, n_star=n_star, threshold=choice["threshold"], digits=None)
+def vectorised(path: Path, k: int, n_star: int, parts: dict[str, float] | None = None
+               ) -> tuple[dict, pl.DataFrame, dict]:
+    """Read, calibrate on all temperatures, then metrics of the first temperature at the chosen threshold."""
+    parts = {} if parts is None else parts
+    with timed("read parquet", parts):
+        scored = pl.read_parquet(path)
+    with timed("calibration_grid", parts):
+        grid = calibration_grid(scored, THRESHOLDS, n_star=n_star, k=k)
+        choice = choose(grid)
+    with timed("iteration_metrics", parts):
+        first = scored.filter(pl.col("temperature") == scored["temperature"].min())
+        metrics = iteration_metrics(first, None, k=k, n_star=n_star, threshold=choice["threshold"], digits=None)
     return metrics, grid, choice
 
 
@@ -148,7 +154,7 @@ def check(vec: tuple, ref: tuple) -> int:
         assert abs(metrics[key] - want) <= TOL, (key, metrics[key], want)
         compared += 1
     assert grid.height == len(rgrid), (grid.height, len(rgrid))
-    for got, want in zip(grid.iter_rows(named=True), rgrid):
+    for got, want in zip(grid.iter_rows(named=True), rgrid, strict=True):
         for key, w in want.items():
             g = got[key]
             if isinstance(w, float) and math.isnan(w):
@@ -167,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--temperatures", type=int, default=1, help="how many temperatures (K samples each)")
     ap.add_argument("--reference-prompts", type=int, default=None, help="run the reference on this many prompts")
     ap.add_argument("--n-star", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3, help="vectorised runs; the table shows first and best")
     args = ap.parse_args(argv)
     ref_prompts = min(args.reference_prompts or args.prompts, args.prompts)
     times: dict[str, float] = {}
@@ -181,8 +188,14 @@ def main(argv: list[str] | None = None) -> None:
             full.filter(pl.col("prompt_id").is_in(keep.implode())).write_parquet(sub_path)
         rows = full.height
         del full
-        with timed("vectorised", times):
-            vec = vectorised(path, args.k, args.n_star)
+        runs: list[dict[str, float]] = []
+        for _ in range(max(args.repeats, 1)):
+            parts: dict[str, float] = {}
+            with timed("vectorised", parts):
+                vec = vectorised(path, args.k, args.n_star, parts)
+            runs.append(parts)
+        times["vectorised"] = runs[0]["vectorised"]
+        best = min(runs, key=lambda r: r["vectorised"])
         vec_sub = vec if sub_path == path else vectorised(sub_path, args.k, args.n_star)
         with timed("reference", times):
             ref = reference(sub_path, args.k, args.n_star)
@@ -192,15 +205,17 @@ def main(argv: list[str] | None = None) -> None:
     note = "" if scale == 1 else f" (measured {times['reference']:.2f} s on {ref_prompts} prompts, x{scale:g})"
     print_table(
         f"B-STaR metrics + calibration: {rows:,} samples, {len(THRESHOLDS)} thresholds",
-        ["path", "prompts run", "seconds (full size)", "speed-up"],
-        [["vectorised (Polars/numpy)", args.prompts, times["vectorised"], 1.0],
-         ["plain-Python reference" + (" [scaled linearly]" if scale != 1 else ""), ref_prompts, ref_full,
-          ref_full / times["vectorised"]]],
+        ["path", "prompts", "s (full size)", "speed-up"],
+        [["vectorised 1st run", args.prompts, times["vectorised"], ref_full / times["vectorised"]],
+         [f"vectorised best of {len(runs)}", args.prompts, best["vectorised"], ref_full / best["vectorised"]],
+         ["Python reference" + (" (scaled)" if scale != 1 else ""), ref_prompts, ref_full, 1.0]],
     )
+    print_table("vectorised path, first run", ["part", "seconds"],
+                [[name, sec] for name, sec in runs[0].items() if name != "vectorised"])
     print(f"reference time{note}; {compared} numbers agree within {TOL:g}; "
           f"chosen temperature={vec[2]['temperature']} threshold={vec[2]['threshold']} "
-          f"balance={vec[2]['balance_score']:.6f}")
-
+          f"balance={vec[2]['balance_score']:.6f}. The vectorised path also computes the metrics the "
+          f"reference skips (repetition, equation dedup, pass@k-S, histogram, reward@k-S).")
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,7 @@ ADD = ["gets {} more", "finds {} more", "buys {} more"]
 SUB = ["loses {}", "gives away {}", "sells {}"]
 
 
-def generate_problems(n: int, steps: int, seed: int, max_start: int = 20, max_operand: int = 9) -> pl.DataFrame:
+def generate_problems(n: int, steps: int, seed: int, max_start: int = 9, max_operand: int = 9) -> pl.DataFrame:
     """`n` problems with exactly `steps` operations: columns text, answer, target, difficulty."""
     rng = np.random.default_rng([seed, steps])
     cur = rng.integers(2, max_start, size=n, endpoint=True)

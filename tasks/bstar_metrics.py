@@ -16,39 +16,98 @@ from tasks.passk import pass_at_k
 from tasks.select import dedup_key
 
 NGRAM = 4
+EQUATION_KEY = dedup_key(SelectConfig.model_validate({"dedup": "equations"}))
 _NEG_INF = float("-inf")
+# odd 64-bit multipliers: an n-gram's hash is XOR_j(hash(token_j) * _MIX[j]) (wrapping u64)
+_MIX = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5, 0xFF51AFD7ED558CCD,
+        0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9)
 
 
 def prepare_scored(scored: pl.DataFrame) -> pl.DataFrame:
     """Sort by (prompt_id, sample_idx) so in-group `arg_max` ties resolve to the lowest sample_idx,
-    and add `_s`: the score with NaN/null mapped to -inf (never above any threshold)."""
+    and add `_s`: the score with NaN/null mapped to -inf (never above any threshold), and `_pc`:
+    a dense integer prompt code (0..P-1, in prompt_id order) for cheap numeric sorts."""
     return scored.sort(["prompt_id", "sample_idx"]).with_columns(
-        _s=pl.col("score").cast(pl.Float64).fill_nan(_NEG_INF).fill_null(_NEG_INF))
+        _s=pl.col("score").cast(pl.Float64).fill_nan(_NEG_INF).fill_null(_NEG_INF),
+        _pc=(pl.col("prompt_id") != pl.col("prompt_id").shift(1)).fill_null(True).cum_sum().cast(pl.Int64) - 1)
 
 
 def repetition_rates(text: pl.Series, n: int = NGRAM) -> np.ndarray:
-    """Per-sample repetition rate: tokens are maximal non-whitespace runs; of the m = max(len-n+1, 0)
-    word n-grams of a sample, the share that repeat an earlier n-gram of the same sample,
-    i.e. 1 - distinct/m (0.0 when m == 0). N-grams are compared by 64-bit hash.
+    """Per-sample repetition rate. Tokens: the text split on ASCII whitespace (space, \\t, \\n, \\r,
+    \\f, \\v), empty tokens dropped. Of the m = max(tokens - n + 1, 0) word n-grams of a sample, the
+    rate is the share that repeat an earlier n-gram of the same sample, 1 - distinct/m (0.0 when
+    m == 0). N-grams are compared by 64-bit hash (collisions are negligible at these sizes).
 
     Why: the collapse signal of self-training is a sample looping on itself; this measures it
-    without a tokenizer and stays vectorised (explode + shifted hashes + one group_by).
+    without a tokenizer and stays vectorised (explode + shifted token hashes + one group_by).
     """
+    if not 1 <= n <= len(_MIX):
+        raise ValueError(f"n-gram size must be in 1..{len(_MIX)}")
     height = text.len()
     out = np.zeros(height, dtype=np.float64)
     if height == 0:
         return out
-    toks = (pl.DataFrame({"text": text}).lazy().with_row_index("_r")
-            .select("_r", _h=pl.col("text").str.extract_all(r"\S+")).explode("_h").drop_nulls("_h")
-            .with_columns(pl.col("_h").hash(0))
-            .with_columns(*(pl.col("_h").shift(-j).alias(f"_h{j}") for j in range(1, n)))
-            .filter(pl.col("_r").shift(-(n - 1)) == pl.col("_r"))
-            .with_columns(_g=pl.struct("_h", *(f"_h{j}" for j in range(1, n))).hash(1))
-            .group_by("_r").agg(m=pl.len(), u=pl.col("_g").n_unique())
-            .collect())
-    rows = toks["_r"].to_numpy().astype(np.int64)
-    out[rows] = 1.0 - toks["u"].to_numpy() / toks["m"].to_numpy()
+    grams = (pl.DataFrame({"text": text}).lazy().with_row_index("_r")
+             .select("_r", _h=pl.col("text").str.replace_all(r"[\t\n\r\f\v]", " ").str.split(" "))
+             .explode("_h").filter(pl.col("_h").str.len_bytes() > 0)
+             .with_columns(pl.col("_h").hash(0))
+             .with_columns(_g=pl.reduce(lambda acc, x: acc ^ x,
+                                        [pl.col("_h").shift(-j) * _MIX[j] for j in range(n)]))
+             .filter(pl.col("_r").shift(-(n - 1)) == pl.col("_r"))
+             .group_by("_r").agg(m=pl.len(), u=pl.col("_g").n_unique())
+             .collect())
+    rows = grams["_r"].to_numpy().astype(np.int64)
+    out[rows] = 1.0 - grams["u"].to_numpy() / grams["m"].to_numpy()
     return out
+
+
+def _reward_rank(scored: pl.DataFrame) -> np.ndarray:
+    col = ("reward" if "reward" in scored.columns and scored["reward"].null_count() < scored.height
+           else "score")
+    return scored[col].cast(pl.Float64).fill_nan(_NEG_INF).fill_null(_NEG_INF).to_numpy()
+
+
+STATS_SCHEMA = {"prompt_id": pl.String, "n": pl.Int64, "c": pl.Int64, "distinct_correct": pl.Int64,
+                "distinct_correct_eq": pl.Int64, "truncated": pl.Int64, "tokens": pl.Int64,
+                "best_reward_correct": pl.Boolean, "repetition": pl.Float64}
+
+
+def _prompt_stats(df: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
+    """prompt_stats from a prepared table and its ["_pc"] dedup groups. Row i is prompt code i, so
+    per-prompt sums are `np.bincount` over the codes and per-prompt maxima `reduceat` over the
+    (sorted) prompt blocks."""
+    if df.height == 0:
+        return pl.DataFrame(schema=STATS_SCHEMA)
+    pc = df["_pc"].to_numpy()
+    size = int(pc[-1]) + 1
+    starts = np.flatnonzero(np.r_[True, pc[1:] != pc[:-1]])
+    n = np.bincount(pc, minlength=size)
+    correct = df["correct"].fill_null(False).to_numpy()
+    rank = _reward_rank(df)
+    is_top = rank == np.maximum.reduceat(rank, starts)[pc]  # rows are sorted by sample_idx in a prompt
+    top = np.minimum.reduceat(np.where(is_top, np.arange(df.height), df.height), starts)
+    # Repetition and equation chains depend on the text only, so compute them once per distinct
+    # (prompt, text) group; the equation regex runs on correct groups only (others are null).
+    gpc = groups["_pc"].to_numpy()
+    weight = groups["n_copies"].to_numpy() * repetition_rates(groups["text"])
+    good = groups.filter(pl.col("n_correct") > 0)
+    eq = good.select("_pc", _eq=EQUATION_KEY).unique()["_pc"].to_numpy()
+    truncated = (df["finish_reason"] == "length").fill_null(False).to_numpy()
+
+    def count(codes: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(codes, weights=weights, minlength=size).round().astype(np.int64)
+
+    return pl.DataFrame({
+        "prompt_id": df["prompt_id"].gather(starts),
+        "n": n,
+        "c": count(pc, correct),
+        "distinct_correct": count(good["_pc"].to_numpy()),
+        "distinct_correct_eq": count(eq),
+        "truncated": count(pc, truncated),
+        "tokens": count(pc, df["n_tokens"].fill_null(0).cast(pl.Float64).to_numpy()),
+        "best_reward_correct": correct[top],
+        "repetition": np.bincount(gpc, weights=weight, minlength=size) / n,
+    }, schema=STATS_SCHEMA)
 
 
 def prompt_stats(scored: pl.DataFrame) -> pl.DataFrame:
@@ -58,24 +117,8 @@ def prompt_stats(scored: pl.DataFrame) -> pl.DataFrame:
     best_reward_correct (is the top-`reward` sample correct? ties -> lowest sample_idx; when the
     table's reward column is entirely null, `score` ranks instead; null/NaN rank last),
     repetition (mean per-sample repetition rate, see `repetition_rates`)."""
-    rank_col = ("reward" if "reward" in scored.columns and scored["reward"].null_count() < scored.height
-                else "score")
     df = prepare_scored(scored)
-    df = df.with_columns(
-        _eq=dedup_key(SelectConfig(dedup="equations")),
-        _rank=pl.col(rank_col).cast(pl.Float64).fill_nan(_NEG_INF).fill_null(_NEG_INF),
-        _rep=pl.Series(repetition_rates(df["text"]), dtype=pl.Float64),
-    )
-    return df.group_by("prompt_id").agg(
-        n=pl.len().cast(pl.Int64),
-        c=pl.col("correct").sum().cast(pl.Int64),
-        distinct_correct=pl.col("text").filter(pl.col("correct")).n_unique().cast(pl.Int64),
-        distinct_correct_eq=pl.col("_eq").filter(pl.col("correct")).n_unique().cast(pl.Int64),
-        truncated=(pl.col("finish_reason") == "length").sum().cast(pl.Int64),
-        tokens=pl.col("n_tokens").sum().cast(pl.Int64),
-        best_reward_correct=pl.col("correct").get(pl.col("_rank").arg_max()),
-        repetition=pl.col("_rep").mean(),
-    ).sort("prompt_id")
+    return _prompt_stats(df, dedup_groups(df, ["_pc"]))
 
 
 def dedup_groups(scored: pl.DataFrame, by: list[str]) -> pl.DataFrame:
@@ -148,7 +191,9 @@ def iteration_metrics(scored: pl.DataFrame, selected: pl.DataFrame | None, *, k:
     query_uniformity (1 - population std/mean of selected samples per prompt with >= 1; 0.0
     when nothing is selected) need `selected`. `digits=None` skips rounding (for exact checks).
     """
-    ps = prompt_stats(scored)
+    df = prepare_scored(scored)
+    groups = dedup_groups(df, ["_pc"])
+    ps = _prompt_stats(df, groups)
     n, c = ps["n"].to_numpy(), ps["c"].to_numpy()
     total_n, total_c = int(n.sum()), int(c.sum())
     elig = n >= k
@@ -161,18 +206,17 @@ def iteration_metrics(scored: pl.DataFrame, selected: pl.DataFrame | None, *, k:
     out["coverage"] = _mean(c > 0)
     hist = np.bincount(c[full], minlength=k + 1)[: k + 1] / max(int(full.sum()), 1)
     out.update({f"correct_hist_{j}": float(hist[j]) for j in range(k + 1)})
-    out["distinct_correct_ratio"] = _ratio(ps["distinct_correct"].sum(), total_c)
-    out["distinct_correct_ratio_eq"] = _ratio(ps["distinct_correct_eq"].sum(), total_c)
+    out["distinct_correct_ratio"] = _ratio(int(ps["distinct_correct"].sum()), total_c)
+    out["distinct_correct_ratio_eq"] = _ratio(int(ps["distinct_correct_eq"].sum()), total_c)
     out["best_of_k"] = _mean(ps["best_reward_correct"].fill_null(False).to_numpy())
-    above = (scored.group_by("prompt_id").agg(a=(pl.col("score").cast(pl.Float64).fill_nan(_NEG_INF)
-                                                 > threshold).sum())["a"].to_numpy())
+    above = np.bincount(df["_pc"].to_numpy(), weights=df["_s"].to_numpy() > threshold, minlength=ps.height)
     for s in s_values:
         out[f"reward@{k}-S{s}"] = _mean(above >= s)
     out["gen_ver_gap"] = out["best_of_k"] - out["pass@1"]
-    out["balance_score"] = balance_score(scored, threshold, n_star=n_star)
+    out["balance_score"] = _balance(groups, threshold, n_star, ps.height)
     out["repetition_rate"] = _ratio(float((ps["repetition"].fill_null(0.0).to_numpy() * n).sum()), total_n)
-    out["mean_tokens"] = _ratio(ps["tokens"].sum(), total_n)
-    out["truncation_rate"] = _ratio(ps["truncated"].sum(), total_n)
+    out["mean_tokens"] = _ratio(int(ps["tokens"].sum()), total_n)
+    out["truncation_rate"] = _ratio(int(ps["truncated"].sum()), total_n)
     if baseline:
         if baseline.get("mean_tokens"):
             out["length_drift"] = out["mean_tokens"] / float(baseline["mean_tokens"]) - 1.0
@@ -193,13 +237,18 @@ def iteration_metrics(scored: pl.DataFrame, selected: pl.DataFrame | None, *, k:
 def balance_score(scored: pl.DataFrame, threshold: float, *, n_star: int) -> float:
     """Mean over all prompts of B-STaR bs at one threshold (selection: score > threshold,
     exact-text dedup as in `dedup_groups`). 0.0 for an empty table."""
-    if scored.height == 0:
+    df = prepare_scored(scored)
+    return _balance(dedup_groups(df, ["_pc"]), threshold, n_star, df["_pc"].n_unique())
+
+
+def _balance(groups: pl.DataFrame, threshold: float, n_star: int, n_prompts: int) -> float:
+    if n_prompts == 0:
         return 0.0
-    groups = dedup_groups(prepare_scored(scored), ["prompt_id"])
-    per = groups.group_by("prompt_id").agg(
-        n_sel=(pl.col("score") > threshold).sum(),
-        c_sel=((pl.col("score") > threshold) & pl.col("correct")).sum())
-    return _mean(balance_values(per["c_sel"].to_numpy(), per["n_sel"].to_numpy(), n_star))
+    pc = groups["_pc"].to_numpy()
+    sel = groups["score"].to_numpy() > threshold
+    n_sel = np.bincount(pc, weights=sel, minlength=n_prompts)
+    c_sel = np.bincount(pc, weights=sel & groups["correct"].to_numpy(), minlength=n_prompts)
+    return _mean(balance_values(c_sel, n_sel, n_star))
 
 
 def hard_prompts(scored_iteration0: pl.DataFrame, cutoff: float = 0.25) -> list[str]:

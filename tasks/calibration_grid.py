@@ -20,15 +20,14 @@ from tasks.bstar_metrics import balance_values, dedup_groups, prepare_scored
 from tasks.passk import pass_at_k
 from tasks.schema import CALIBRATION
 
-_KEY = ["temperature", "prompt_id"]
 TIE_DECIMALS = 12
 
 
 def _per_temperature(groups: pl.DataFrame, temps: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
     """Per temperature: prompt count, mean pass@k over prompts with n >= k (NaN if none), and
     distinct-correct ratio (unique correct texts / correct samples; 0.0 when none correct)."""
-    pp = groups.group_by(_KEY).agg(n=pl.col("n_copies").sum(), c=pl.col("n_correct").sum(),
-                                   d=(pl.col("n_correct") > 0).sum())
+    pp = groups.group_by(["temperature", "_pc"]).agg(
+        n=pl.col("n_copies").sum(), c=pl.col("n_correct").sum(), d=(pl.col("n_correct") > 0).sum())
     ti = np.searchsorted(temps, pp["temperature"].to_numpy())
     n, c, d = (pp[x].to_numpy().astype(np.int64) for x in ("n", "c", "d"))
     nt = temps.size
@@ -49,23 +48,29 @@ def _sweep(groups: pl.DataFrame, temps: np.ndarray, grid: np.ndarray, n_star: in
     """Sum over prompts of the balance score, and distinct selected count, per (temperature, threshold)."""
     nt, t = temps.size, grid.size
     width = t + 1
-    g = (groups.select(*_KEY, "correct", _idx=pl.Series(np.searchsorted(grid, groups["score"].to_numpy(),
-                                                                      side="left"), dtype=pl.Int64))
-         .sort([*_KEY, "_idx"], descending=[False, False, True])
-         .with_columns(_m=pl.int_range(1, pl.len() + 1).over(_KEY),
-                       _cc=pl.col("correct").cast(pl.Int64).cum_sum().over(_KEY),
-                       _next=pl.col("_idx").shift(-1).over(_KEY).fill_null(0)))
-    ti = np.searchsorted(temps, g["temperature"].to_numpy())
-    idx, nxt = g["_idx"].to_numpy(), g["_next"].to_numpy()
-    v = balance_values(g["_cc"].to_numpy(), g["_m"].to_numpy(), n_star)
+    ti = np.searchsorted(temps, groups["temperature"].to_numpy())
+    pc = groups["_pc"].to_numpy()
+    idx = np.searchsorted(grid, groups["score"].to_numpy(), side="left")  # selected at grid[:idx]
+    prompt = ti * (int(pc.max()) + 1) + pc
+    order = np.argsort(prompt * width + (t - idx), kind="stable")  # by prompt, then idx descending
+    prompt, idx, ti = prompt[order], idx[order], ti[order]
+    correct = groups["correct"].to_numpy()[order].astype(np.int64)
+    pos = np.arange(prompt.size)
+    first = np.r_[True, prompt[1:] != prompt[:-1]]
+    last = np.r_[prompt[1:] != prompt[:-1], True]
+    start = np.maximum.accumulate(np.where(first, pos, 0))
+    m = pos - start + 1  # groups taken so far in this prompt
+    cum = np.cumsum(correct)
+    cc = cum - cum[start] + correct[start]  # correct among them
+    nxt = np.where(last, 0, np.r_[idx[1:], 0])  # idx of the next group in this prompt
+    v = balance_values(cc, m, n_star)  # the prompt's balance on grid indices [nxt, idx)
     base = ti * width
     diff = (np.bincount(base + nxt, weights=v, minlength=nt * width)
             - np.bincount(base + idx, weights=v, minlength=nt * width)).reshape(nt, width)
     bs_sum = np.cumsum(diff, axis=1)[:, :t]
     counts = np.bincount(base + idx, minlength=nt * width).reshape(nt, width)
     at_or_above = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]  # groups with idx >= j
-    n_selected = at_or_above[:, 1:]  # groups with idx > t, i.e. score > grid[t]
-    return bs_sum, n_selected
+    return bs_sum, at_or_above[:, 1:]  # idx > j  <=>  score > grid[j]
 
 
 def calibration_grid(probe_scored: pl.DataFrame, thresholds: list[float], *, n_star: int, k: int
@@ -85,7 +90,7 @@ def calibration_grid(probe_scored: pl.DataFrame, thresholds: list[float], *, n_s
     temps = np.unique(df["temperature"].to_numpy())
     if df.height == 0 or grid.size == 0:
         return pl.DataFrame(schema=CALIBRATION.schema)
-    groups = dedup_groups(df, _KEY)
+    groups = dedup_groups(df, ["temperature", "_pc"])
     n_prompts, pass_k, distinct = _per_temperature(groups, temps, k)
     bs_sum, n_selected = _sweep(groups, temps, grid, n_star)
     bs = np.round(bs_sum / n_prompts[:, None], TIE_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0

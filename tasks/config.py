@@ -29,7 +29,7 @@ class ArithSource(_Model):
     probe_size: int = Field(120, ge=1, description="probe prompts for calibration")
     test_size: int = Field(300, ge=1, description="held-out test prompts (never trained on)")
     max_steps: int = Field(4, ge=1, le=6, description="hardest problem (number of operations)")
-    max_start: int = Field(20, ge=2, le=10_000, description="largest starting quantity")
+    max_start: int = Field(9, ge=2, le=10_000, description="largest starting quantity")
     max_operand: int = Field(9, ge=1, le=10_000, description="largest number added or taken away")
 
     @field_validator("seed_mix")
@@ -169,11 +169,20 @@ class CalibrateConfig(_Model):
 
 
 class CheckConfig(_Model):
-    """Data gate thresholds; a failing gate stops the iteration before training."""
+    """Data gate thresholds (Great Expectations suites); a failing gate stops the iteration before training."""
 
-    min_coverage: float = Field(0.01, ge=0, le=1, description="share of prompts with a correct sample")
-    min_selected: int = Field(1, ge=0)
-    max_truncation_rate: float = Field(0.9, ge=0, le=1)
+    min_coverage: float = Field(0.01, ge=0, le=1, description="share of pool prompts with a correct sample")
+    min_selected: int = Field(1, ge=0, description="fewest training examples worth a fine-tune")
+    max_truncation_rate: float = Field(0.9, ge=0, le=1, description="share of samples cut at max_new_tokens")
+    max_duplicate_rate: float = Field(0.95, ge=0, le=1,
+                                      description="share of samples repeating another sample of the same prompt")
+    max_missing_answer_rate: float = Field(0.99, ge=0, le=1, description="share of samples with no final answer")
+    min_distinct_correct_ratio: float = Field(0.0, ge=0, le=1, description="collapse guard")
+    min_balance_score: float = Field(0.0, ge=0, le=1)
+    max_repetition_rate: float = Field(0.9, ge=0, le=1, description="repeated n-grams inside samples")
+    min_text_chars: int = Field(1, ge=0)
+    max_text_chars: int = Field(20_000, ge=1)
+    data_docs: bool = Field(True, description="write Great Expectations Data Docs (HTML) per validation")
 
 
 class SelectConfig(_Model):

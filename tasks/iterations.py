@@ -44,7 +44,8 @@ def plan_next(layout: Layout, mode: str) -> NextIteration:
     it = iteration_id(int(list(table)[-1]) + 1 if table else 1)
     rnd = (table[list(table)[-1]].round + 1) if table else 1
     init = parent if mode == "continue" else BASELINE
-    return NextIteration(it, IterationVars(parent=parent, init=init, round=rnd), resuming=False)
+    first = next(iter(table), it)
+    return NextIteration(it, IterationVars(parent=parent, init=init, round=rnd, first=first), resuming=False)
 
 
 def start_iteration(layout: Layout, nxt: NextIteration) -> None:
@@ -62,7 +63,7 @@ def ungate(layout: Layout, it: str) -> None:
     """The data gate failed: stop declaring train/evaluate/promote for this iteration."""
     table = read_iteration_vars(layout)
     v = table[it]
-    table[it] = IterationVars(parent=v.parent, init=v.init, round=v.round, gated=False)
+    table[it] = IterationVars(parent=v.parent, init=v.init, round=v.round, first=v.first, gated=False)
     write_iteration_vars(layout, table)
 
 

@@ -32,6 +32,7 @@ class IterationVars:
     parent: str
     init: str
     round: int
+    first: str = "0001"  # the workspace's first iteration: the baseline for drift metrics
     gated: bool = True  # False once the data gate failed: train/evaluate/promote are not declared
 
 
@@ -47,7 +48,8 @@ def read_iteration_vars(layout: Layout) -> dict[str, IterationVars]:
 def write_iteration_vars(layout: Layout, table: dict[str, IterationVars]) -> None:
     from tasks.atomic import write_text
 
-    iterations = {it: {"parent": v.parent, "init": v.init, "round": v.round} for it, v in sorted(table.items())}
+    iterations = {it: {"parent": v.parent, "init": v.init, "round": v.round, "first": v.first}
+                  for it, v in sorted(table.items())}
     trained = {it: iterations[it] for it, v in sorted(table.items()) if v.gated}
     write_text(layout.iterations_vars, yaml.safe_dump({"iterations": iterations, "trained": trained},
                                                       sort_keys=True))
@@ -77,7 +79,9 @@ def _stage_fns() -> dict[str, Callable[[Layout, Recipe, str | None, IterationVar
         "baseline": lambda L, r, it, v: ev(L, r, BASELINE, L.model(BASELINE)),
         "reward": lambda L, r, it, v: reward.build_reward_model(r, L.model(BASELINE), L.prompts,
                                                                seed(r, None, "reward"), L.reward_model),
-        "calibrate": lambda L, r, it, v: calibrate.calibrate(r, L.calibration(it), L.choice(it)),
+        "calibrate": lambda L, r, it, v: calibrate.calibrate(
+            r, L.model(v.parent), L.prompts, L.reward_model, iteration=it, seed=seed(r, it, "calibrate"),
+            out_table=L.calibration(it), out_choice=L.choice(it)),
         "generate": lambda L, r, it, v: {"samples": str(generate.generate(
             L.model(v.parent), L.prompts, r.generate, r.pool, iteration=it, round_index=v.round,
             temperature=read_json(L.choice(it))["temperature"], seed=seed(r, it, "generate"),
@@ -86,8 +90,8 @@ def _stage_fns() -> dict[str, Callable[[Layout, Recipe, str | None, IterationVar
                                                                 L.reward_model, L.scored(it)))},
         "select": lambda L, r, it, v: {"selected": str(select.select(
             L.scored(it), L.prompts, r.select, read_json(L.choice(it))["threshold"], L.selected(it)))},
-        "check": lambda L, r, it, v: check.check(L.scored(it), L.selected(it), read_json(L.choice(it)), r.check,
-                                                 r.generate.k, L.metrics(it), L.gate(it)),
+        "check": lambda L, r, it, v: check.check(L.scored(it), L.selected(it), L.scored(v.first),
+                                                 read_json(L.choice(it)), r, L.metrics(it), L.gate(it)),
         "train": lambda L, r, it, v: _train(L, r, it, v, seed(r, it, "train")),
         "evaluate": lambda L, r, it, v: ev(L, r, it, L.model(it)),
         "promote": lambda L, r, it, v: promote.promote(L.eval(it), L.eval(v.parent), L.gate(it), r.promote,

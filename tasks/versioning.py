@@ -26,8 +26,11 @@ def git(root: Path, *args: str, check: bool = True) -> str:
 @contextmanager
 def _repo(root: Path) -> Iterator:
     """Open the workspace's DVC repo with the working directory at its root, as DVC expects."""
+    import logging
+
     from dvc.repo import Repo
 
+    logging.getLogger("dvc").setLevel(logging.WARNING)  # per-stage "Updating lock file" is noise here
     with chdir(root), Repo(str(root)) as repo:
         yield repo
 

@@ -1,0 +1,180 @@
+"""tasks/bstar_metrics.py: B-STaR iteration metrics on hand-computed scored tables."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tasks.bstar_metrics import (
+    balance_score,
+    hard_prompts,
+    iteration_metrics,
+    pass_at_k_s,
+    prompt_stats,
+    repetition_rates,
+)
+from tasks.schema import SCORED, SELECTED
+
+Row = tuple[str, str, bool, float, float | None, str, int]
+
+
+def scored(rows: list[Row], temperature: float = 1.0) -> pl.DataFrame:
+    """rows: (prompt_id, text, correct, score, reward, finish_reason, n_tokens); sample_idx in order."""
+    df = pl.DataFrame(rows, schema={"prompt_id": pl.String, "text": pl.String, "correct": pl.Boolean,
+                                    "score": pl.Float64, "reward": pl.Float64, "finish_reason": pl.String,
+                                    "n_tokens": pl.Int32}, orient="row")
+    return df.with_columns(
+        sample_idx=pl.int_range(pl.len()).over("prompt_id").cast(pl.Int32), iteration=pl.lit("0001"),
+        temperature=pl.lit(temperature), seed=pl.lit(0, dtype=pl.Int64), model_hash=pl.lit("m"),
+        pass_name=pl.lit("train"), extracted_answer=pl.lit(None, dtype=pl.String),
+    ).select(list(SCORED.columns))
+
+
+TABLE = scored([
+    ("p1", " 1+2=3. Answer: 3", True, 1.2, 0.9, "stop", 10),
+    ("p1", " 1+2=3. Answer: 3", True, 1.1, 0.5, "length", 20),          # exact duplicate
+    ("p1", " 1+2=3. So the answer: 3", True, 0.9, -0.5, "stop", 30),    # same equation chain
+    ("p1", " 1+2=4. Answer: 4", False, 0.3, 0.95, "stop", 40),          # top reward, wrong
+    ("p2", "a b c d a b c d", False, 0.2, 0.1, "stop", 5),              # 5 four-grams, 1 repeated
+    ("p2", "e f", False, -0.1, 0.2, "stop", 5),
+    ("p2", "g h", False, 0.6, 0.3, "stop", 5),
+    ("p2", "i j", False, 0.0, 0.3, "stop", 5),
+    ("p3", " 2+2=4. Answer: 4", True, 0.8, 0.2, "stop", 1),
+    ("p3", " 2+2=4. 4+0=4. Answer: 4", True, 0.7, 0.6, "stop", 2),     # ties top reward, lower idx
+    ("p3", "x x x x x x", False, 0.55, 0.6, "stop", 3),                 # 3 four-grams, 2 repeated
+    ("p3", " 2 + 2 = 4. Answer: 4", True, 0.4, 0.1, "length", 4),       # same chain as idx 0
+])
+
+
+def test_prompt_stats_hand_computed():
+    ps = prompt_stats(TABLE)
+    assert ps["prompt_id"].to_list() == ["p1", "p2", "p3"]
+    assert ps["n"].to_list() == [4, 4, 4]
+    assert ps["c"].to_list() == [3, 0, 3]
+    assert ps["distinct_correct"].to_list() == [2, 0, 3]
+    assert ps["distinct_correct_eq"].to_list() == [1, 0, 2]
+    assert ps["truncated"].to_list() == [1, 0, 1]
+    assert ps["tokens"].to_list() == [100, 20, 10]
+    assert ps["best_reward_correct"].to_list() == [False, False, True]
+    assert ps["repetition"].to_list() == pytest.approx([0.0, 0.2 / 4, (2 / 3) / 4])
+
+
+def test_repetition_rates_definition():
+    texts = pl.Series(["a b c d a b c d", "x x x x x x", "one two three", "", "a\tb\nc  d a b c d"])
+    assert repetition_rates(texts).tolist() == pytest.approx([0.2, 2 / 3, 0.0, 0.0, 0.2])
+
+
+def test_iteration_metrics_hand_computed():
+    m = iteration_metrics(TABLE, None, k=4, n_star=2, threshold=0.5)
+    expected = {
+        "pass@1": 0.5, "pass@4": 2 / 3, "pass@4-S2": 2 / 3, "pass@4-S4": 0.0, "coverage": 2 / 3,
+        "correct_hist_0": 1 / 3, "correct_hist_1": 0.0, "correct_hist_2": 0.0, "correct_hist_3": 2 / 3,
+        "correct_hist_4": 0.0, "distinct_correct_ratio": 5 / 6, "distinct_correct_ratio_eq": 3 / 6,
+        "best_of_k": 1 / 3, "reward@4-S2": 2 / 3, "reward@4-S4": 0.0, "gen_ver_gap": 1 / 3 - 1 / 2,
+        # p1: {2 distinct correct} -> 1; p2: 1 wrong -> 0; p3: 2 correct of 3 -> 1 * 2/3
+        "balance_score": (1 + 0 + 2 / 3) / 3,
+        "repetition_rate": (0.2 + 2 / 3) / 12, "mean_tokens": 130 / 12, "truncation_rate": 2 / 12,
+    }
+    for key, want in expected.items():
+        assert m[key] == pytest.approx(want, abs=1e-6), key
+    assert m["n_prompts"] == 3 and m["n_samples"] == 12
+    assert all(v == round(v, 6) for v in m.values())
+    json.dumps(m, allow_nan=False)
+    assert "length_drift" not in m and "hard_prompts_solved" not in m and "n_selected" not in m
+
+
+def test_unbiased_pass_at_k_s_when_n_exceeds_k():
+    m = iteration_metrics(TABLE, None, k=2, n_star=8, threshold=0.5)
+    # c=3 of n=4: P(both of 2 draws correct) = C(3,2)/C(4,2) = 1/2
+    assert m["pass@2-S2"] == pytest.approx((0.5 + 0 + 0.5) / 3, abs=1e-6)
+    assert m["pass@2-S4"] == 0.0
+    # no prompt has n == k, so the histogram is empty
+    assert [m[f"correct_hist_{j}"] for j in range(3)] == [0.0, 0.0, 0.0]
+    # n_star = 8: p1 2/8 * 1, p3 2/8 * 2/3
+    assert m["balance_score"] == pytest.approx((0.25 + 1 / 6) / 3, abs=1e-6)
+
+
+def test_pass_at_k_s_matches_enumeration():
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        n = int(rng.integers(1, 9))
+        c, k, s = int(rng.integers(0, n + 1)), int(rng.integers(1, n + 1)), int(rng.integers(0, 5))
+        draws = list(itertools.combinations([1] * c + [0] * (n - c), k))
+        want = sum(sum(d) >= s for d in draws) / len(draws)
+        assert pass_at_k_s(np.array([n]), np.array([c]), k, s)[0] == pytest.approx(want, abs=1e-12)
+    assert math.isnan(pass_at_k_s(np.array([2]), np.array([1]), 3, 1)[0])
+
+
+def test_optional_keys_baseline_hard_and_selected():
+    selected = pl.DataFrame({"prompt_id": ["p1", "p1", "p3", "ghost"], "sample_idx": [0, 2, 0, 0]})
+    base = {"mean_tokens": 10.0, "truncation_rate": 0.1}
+    m = iteration_metrics(TABLE, selected, k=4, threshold=0.5, baseline=base,
+                          hard_prompt_ids=["p2", "p3", "absent"])
+    assert m["length_drift"] == pytest.approx(130 / 120 - 1, abs=1e-6)
+    assert m["truncation_drift"] == pytest.approx(2 / 12 - 0.1, abs=1e-6)
+    assert m["hard_prompts_solved"] == 0.5  # p2 unsolved, p3 solved; "absent" has no samples
+    assert m["n_selected"] == 4
+    counts = np.array([2, 1, 1])  # ghost is selected although it has no scored samples
+    assert m["query_uniformity"] == pytest.approx(1 - counts.std() / counts.mean(), abs=1e-6)
+    m = iteration_metrics(TABLE, selected.head(2), k=4, threshold=0.5, hard_prompt_ids=["absent"])
+    assert m["query_uniformity"] == 1.0 and "hard_prompts_solved" not in m
+    m = iteration_metrics(TABLE, pl.DataFrame(schema=SELECTED.schema), k=4, threshold=0.5)
+    assert m["n_selected"] == 0 and m["query_uniformity"] == 0.0
+
+
+def test_empty_scored_does_not_crash():
+    m = iteration_metrics(pl.DataFrame(schema=SCORED.schema), pl.DataFrame(schema=SELECTED.schema), k=3,
+                          threshold=0.0, baseline={"mean_tokens": 5.0, "truncation_rate": 0.0},
+                          hard_prompt_ids=["p"])
+    assert m["n_prompts"] == 0 and m["pass@1"] == 0.0 and m["balance_score"] == 0.0
+    assert m["correct_hist_0"] == 0.0 and "hard_prompts_solved" not in m
+    json.dumps(m, allow_nan=False)
+    assert prompt_stats(pl.DataFrame(schema=SCORED.schema)).height == 0
+    assert hard_prompts(pl.DataFrame(schema=SCORED.schema)) == []
+
+
+def test_no_correct_samples():
+    df = scored([(p, f"t{i}", False, 0.9, 0.5, "stop", 3) for p in ("a", "b") for i in range(3)])
+    m = iteration_metrics(df, None, k=3, threshold=0.5)
+    for key in ("pass@1", "pass@3", "pass@3-S2", "coverage", "distinct_correct_ratio",
+                "distinct_correct_ratio_eq", "best_of_k", "balance_score"):
+        assert m[key] == 0.0, key
+    assert m["correct_hist_0"] == 1.0
+    assert m["reward@3-S2"] == 1.0  # scores are high even though nothing is correct
+
+
+def test_all_identical_samples():
+    df = scored([("a", " 1+1=2. Answer: 2", True, 1.0, 0.3, "stop", 7)] * 4)
+    m = iteration_metrics(df, None, k=4, n_star=8, threshold=0.5)
+    assert m["distinct_correct_ratio"] == 0.25 and m["distinct_correct_ratio_eq"] == 0.25
+    assert m["balance_score"] == pytest.approx(1 / 8)  # one distinct selected sample, correct
+    assert m["best_of_k"] == 1.0 and m["gen_ver_gap"] == 0.0 and m["correct_hist_4"] == 1.0
+    assert m["repetition_rate"] == 0.0
+
+
+def test_k_equals_one_and_short_prompts():
+    df = scored([("a", "x", True, 1.0, 0.1, "stop", 1), ("b", "y", False, 0.0, 0.1, "stop", 1)])
+    m = iteration_metrics(df, None, k=1, threshold=0.5)
+    assert m["pass@1"] == 0.5 and m["pass@1-S2"] == 0.0 and m["pass@1-S4"] == 0.0
+    assert m["correct_hist_0"] == 0.5 and m["correct_hist_1"] == 0.5
+    # k=2 with one sample per prompt: pass@k / histogram have no eligible prompt
+    m = iteration_metrics(df, None, k=2, threshold=0.5)
+    assert m["pass@2"] == 0.0 and m["correct_hist_1"] == 0.0 and m["pass@1"] == 0.5
+
+
+def test_best_of_k_falls_back_to_score_when_reward_is_null():
+    df = scored([("a", "x", False, 0.2, None, "stop", 1), ("a", "y", True, 0.9, None, "stop", 1),
+                 ("b", "z", True, 0.3, None, "stop", 1), ("b", "w", False, 0.3, None, "stop", 1)])
+    assert prompt_stats(df)["best_reward_correct"].to_list() == [True, True]  # b: tie -> lower idx
+
+
+def test_balance_score_and_hard_prompts():
+    assert balance_score(TABLE, 0.5, n_star=2) == pytest.approx((1 + 2 / 3) / 3)
+    assert balance_score(TABLE, 5.0, n_star=2) == 0.0
+    assert hard_prompts(TABLE) == ["p2"]
+    assert hard_prompts(TABLE, cutoff=0.8) == ["p1", "p2", "p3"]
