@@ -16,8 +16,8 @@ from typing import Any
 import polars as pl
 
 from tasks.config import CheckConfig
-from tasks.expectation_suites import (GATED_TABLES, PROMPTS, Batch, good_columns, metrics_batch,
-                                      table_batches)
+from tasks.expectation_suites import GATED_TABLES, Batch, good_columns, metrics_batch, table_batches
+from tasks.schema import PROMPTS
 
 DOCS_SITE = "flywheel_gate"
 
