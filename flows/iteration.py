@@ -10,7 +10,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.stage_tasks import stage
 from tasks.atomic import read_json
-from tasks.iterations import NextIteration, finish_iteration, start_iteration, ungate
+from tasks.dashboard import write_dashboard
+from tasks.iterations import NextIteration, finish_iteration, load_records, start_iteration, ungate
 from tasks.layout import Layout
 from tasks.pipeline import BASELINE, BOOTSTRAP_STAGES, GATED_STAGES, ITERATION_STAGES
 from tasks.report import iteration_markdown
@@ -45,6 +46,7 @@ def iteration_flow(root: str, nxt: NextIteration) -> dict:
             break
         stage(name, nxt.it)(root, name, nxt.it, resume=nxt.resuming)
     record = finish_iteration(layout, nxt.it, started=started, status=status)
-    create_markdown_artifact(key=f"iteration-{nxt.it}", markdown=iteration_markdown(record),
+    dashboard = write_dashboard(load_records(layout), layout.root / "reports")
+    create_markdown_artifact(key=f"iteration-{nxt.it}", markdown=iteration_markdown(record, dashboard["html"]),
                              description=f"flywheel iteration {nxt.it}")
     return record

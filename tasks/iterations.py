@@ -112,8 +112,11 @@ def finish_iteration(layout: Layout, it: str, *, started: str, status: str) -> d
     return record
 
 
+PLOT_POOL_KEYS = ("pass@1", "coverage", "distinct_correct_ratio", "balance_score", "temperature", "threshold")
+
+
 def write_plot_data(layout: Layout) -> None:
-    """data/plots/eval.csv: one row per evaluated iteration, for `dvc plots show`."""
+    """data/plots/{eval,pool}.csv: one row per iteration, for `dvc plots show`."""
     rows = ["iteration,pass@1,pass@k"]
     for path in sorted((layout.root / "data" / "iterations").glob("*/eval.json")):
         ev = read_json(path)
@@ -121,6 +124,11 @@ def write_plot_data(layout: Layout) -> None:
                    and not isinstance(v, dict)), "")
         rows.append(f"{int(path.parent.name)},{ev['pass@1']},{pk}")
     write_text(layout.root / "data" / "plots" / "eval.csv", "\n".join(rows) + "\n")
+    pool = ["iteration," + ",".join(PLOT_POOL_KEYS)]
+    for path in sorted((layout.root / "data" / "iterations").glob("*/metrics.json")):
+        m = read_json(path)
+        pool.append(f"{int(path.parent.name)}," + ",".join(str(m.get(k, "")) for k in PLOT_POOL_KEYS))
+    write_text(layout.root / "data" / "plots" / "pool.csv", "\n".join(pool) + "\n")
 
 
 def load_records(layout: Layout) -> list[dict]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def _fmt(v) -> str:
     if isinstance(v, float):
@@ -27,7 +29,7 @@ def status_row(record: dict) -> dict:
     }
 
 
-def iteration_markdown(record: dict) -> str:
+def iteration_markdown(record: dict, dashboard: Path | None = None) -> str:
     row = status_row(record)
     lines = [f"# flywheel iteration {record['iteration']}: {record.get('status')}", "",
              "| metric | value |", "|---|---|"]
@@ -37,4 +39,6 @@ def iteration_markdown(record: dict) -> str:
     gate = record.get("gate") or {}
     if gate.get("failures"):
         lines += ["", "**Gate failures:**", *[f"- {f}" for f in gate["failures"]]]
+    if dashboard is not None:
+        lines += ["", f"Dashboard (all iterations): [{dashboard.name}](file://{dashboard})"]
     return "\n".join(lines) + "\n"

@@ -90,3 +90,17 @@ def micro_workspace(tmp_path_factory) -> Path:
     ws = base / "ws"
     flywheel("run", "--workspace", str(ws), "--config", str(recipe), "--iterations", "2")
     return ws
+
+
+@pytest.fixture(scope="session")
+def micro_assets(tmp_path_factory):
+    """A micro recipe, its prompts table and an untrained tiny model (built once per session)."""
+    from tasks.prepare import prepare
+    from tasks.recipe import recipe_from_dict
+    from tasks.tiny_model import build_tiny_llama
+
+    root = tmp_path_factory.mktemp("assets")
+    recipe = recipe_from_dict(yaml.safe_load(yaml.safe_dump(MICRO_RECIPE)))
+    prompts = prepare(recipe, root / "prompts.parquet")
+    model = build_tiny_llama(recipe.model.init, 0, root / "model")
+    return recipe, prompts, model

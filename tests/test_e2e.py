@@ -77,3 +77,12 @@ def test_dvc_repro_reruns_one_stage_of_one_iteration_bit_for_bit(micro_workspace
     # same inputs, same code: the re-derived outputs hash exactly as recorded
     assert (clone / "dvc.lock").read_text() == lock_before
     assert "up to date" in dvc(clone, "status")
+
+
+def test_dvc_plots_and_dashboard_are_written(micro_workspace, tmp_path):
+    dvc(micro_workspace, "plots", "show", "-o", str(tmp_path / "plots"))
+    assert (tmp_path / "plots" / "index.html").is_file()
+    pool = (micro_workspace / "data/plots/pool.csv").read_text().splitlines()
+    assert pool[0].startswith("iteration,pass@1,coverage") and len(pool) == 3
+    assert (micro_workspace / "reports/dashboard.png").is_file()
+    assert "reports/" in (micro_workspace / ".gitignore").read_text()

@@ -34,3 +34,8 @@ def test_markdown_artifact_shows_metrics_and_the_decision():
     assert md.startswith("# flywheel iteration 0003: completed")
     assert "| test_pass@1 | 0.610 |" in md
     assert "**Decision:** held: pass@1 fell by 0.050" in md
+
+
+def test_markdown_links_the_dashboard(tmp_path):
+    md = iteration_markdown(RECORD, tmp_path / "dashboard.html")
+    assert f"file://{tmp_path}/dashboard.html" in md
