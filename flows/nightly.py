@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 from flows.iteration import bootstrap_flow, iteration_flow
 from tasks.iterations import plan_next
 from tasks.recipe import load_recipe
+from tasks.recovery import recover
 from tasks.workspace import open_workspace, workspace_lock
 
 
@@ -24,6 +25,9 @@ def flywheel_flow(workspace: str, iterations: int | None = None) -> list[dict]:
     count = iterations or recipe.run.iterations
     records = []
     with workspace_lock(layout):
+        repaired = recover(layout)
+        if any(repaired.values()):
+            logger.warning("recovered from an interrupted run: %s", repaired)
         bootstrap_flow(str(layout.root))
         for _ in range(count):
             nxt = plan_next(layout, recipe.train.mode)

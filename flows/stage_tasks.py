@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.layout import Layout
 from tasks.pipeline import dvc_stage_name, run_stage
+from tasks.recovery import mark_progress
 from tasks.versioning import commit_stage, stage_is_current
 
 # Every stage rewrites its outputs atomically from its inputs, so a retry is safe; training is
@@ -23,6 +24,7 @@ def stage_task(root: str, stage: str, it: str | None = None, resume: bool = Fals
     name = dvc_stage_name(stage, it)
     if resume and stage_is_current(layout.root, name):
         return {"skipped": "up to date"}
+    mark_progress(layout, name)
     result = run_stage(layout, stage, it)
     commit_stage(layout.root, name)
     return result

@@ -16,6 +16,7 @@ batch (`metrics`), a one-row frame.
 
 from __future__ import annotations
 
+import numbers
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,13 @@ class Aggregate:
     hi: float | None = None
     setting: str | None = None  # CheckConfig field named in the failure line
     phrase: str | None = None   # for zero-tolerance counts: "{v} rows ..." instead of "x > max y"
+    doc: str | None = None      # what the check guards, shown in Data Docs
+
+    def describe(self) -> str:
+        if self.setting:
+            op, bound = ("≥", self.lo) if self.setting.startswith("min") else ("≤", self.hi)
+            return f"{self.name} {op} {self.setting} ({bound})"
+        return self.doc or f"{self.name} in [{self.lo}, {self.hi}]"
 
 
 def _gx() -> Any:
@@ -124,28 +132,36 @@ def _assistant_len_ok(lo: int, hi: int) -> pl.Expr:
     return ~pl.col("messages").list.eval(bad).list.any().fill_null(False)
 
 
+def leaked(table: Table, test_ids: list[str]) -> pl.Expr:
+    """Training rows whose prompt_id (normalised-text hash) is a held-out test prompt's."""
+    hit = pl.col("prompt_id").is_in(test_ids)
+    return (pl.col("split") != "test") & hit if table is PROMPTS else hit
+
+
 def aggregates(table: Table, cfg: CheckConfig, test_ids: list[str]) -> list[Aggregate]:
     """The table's gate statistics. Rates are over rows; coverage is over prompts."""
-    leak = Aggregate("leaked_rows", lambda: pl.col("prompt_id").is_in(test_ids).sum(), ("prompt_id",),
-                     hi=0, phrase="{v} row(s) from held-out test prompts (leakage), e.g. {leaked}")
+    leak = Aggregate("leaked_rows", lambda: leaked(table, test_ids).sum(), ("prompt_id",),
+                     hi=0, phrase="{v} row(s) from held-out test prompts (leakage), e.g. {leaked}",
+                     doc="no row comes from a held-out test prompt (by normalised-text hash)")
     if table is PROMPTS:
-        return [Aggregate("leaked_rows", lambda: ((pl.col("split") != "test")
-                                                  & pl.col("prompt_id").is_in(test_ids)).sum(),
-                          ("prompt_id", "split"), hi=0,
-                          phrase="{v} non-test prompt(s) are held-out test prompts (leakage), e.g. {leaked}")]
+        return [Aggregate("leaked_rows", lambda: leaked(table, test_ids).sum(), ("prompt_id", "split"), hi=0,
+                          phrase="{v} non-test prompt(s) are held-out test prompts (leakage), e.g. {leaked}",
+                          doc="no seed/train/probe prompt is a held-out test prompt")]
     if table is SELECTED:
         return [
             Aggregate("n_rows", pl.len, (), lo=cfg.min_selected, setting="min_selected"),
             Aggregate("bad_messages", lambda: (~(_turn_ok("user") & _turn_ok("assistant"))).sum(),
-                      ("messages",), hi=0, phrase="{v} row(s) lack a non-empty user and assistant turn"),
+                      ("messages",), hi=0, phrase="{v} row(s) lack a non-empty user and assistant turn",
+                      doc="every example has a non-empty user and assistant turn"),
             Aggregate("bad_length_rows", lambda: (~_assistant_len_ok(cfg.min_text_chars, cfg.max_text_chars)).sum(),
                       ("messages",), hi=0,
                       phrase=f"{{v}} row(s) with an assistant turn outside "
-                             f"[{cfg.min_text_chars}, {cfg.max_text_chars}] chars"),
+                             f"[{cfg.min_text_chars}, {cfg.max_text_chars}] chars",
+                      doc="assistant turns within min_text_chars..max_text_chars"),
             leak,
         ]
     out = [
-        Aggregate("n_rows", pl.len, (), lo=1, phrase="table is empty"),
+        Aggregate("n_rows", pl.len, (), lo=1, phrase="table is empty", doc="table is not empty"),
         Aggregate("truncation_rate", lambda: _rate(pl.col("finish_reason") == "length"), ("finish_reason",),
                   hi=cfg.max_truncation_rate, setting="max_truncation_rate"),
         Aggregate("duplicate_rate", lambda: _rate(pl.len().over("prompt_id", "text") > 1), ("prompt_id", "text"),
@@ -178,8 +194,11 @@ def aggregate_batch(df: pl.DataFrame, table: Table, cfg: CheckConfig, ok: set[st
     frame = pd.DataFrame({k: [float(v) if isinstance(v, float) else int(v)] for k, v in row.items()})
     notes: dict[str, Any] = {"checks": {a.name: a for a in checks}}
     if row.get("leaked_rows"):
-        notes["leaked"] = sorted(df.filter(pl.col("prompt_id").is_in(test_ids))["prompt_id"].unique().to_list())[:5]
-    exps = [gxe.ExpectColumnValuesToBeBetween(column=a.name, min_value=a.lo, max_value=a.hi) for a in checks]
+        notes["leaked"] = sorted(df.filter(leaked(table, test_ids))["prompt_id"].unique().to_list())[:5]
+    fields = CheckConfig.model_fields
+    exps = [gxe.ExpectColumnValuesToBeBetween(
+        column=a.name, min_value=a.lo, max_value=a.hi, description=a.describe(),
+        notes=fields[a.setting].description if a.setting else None) for a in checks]
     return Batch(f"{table.name}.aggregate", frame, exps, "aggregate", notes)
 
 
@@ -202,7 +221,7 @@ def metrics_batch(metrics: dict, cfg: CheckConfig) -> Batch:
     """The metrics dict as a one-row frame: required keys, numeric types, no NaN, thresholds."""
     gxe = _gx()
     checks = metrics_checks(cfg)
-    scalars = {k: v for k, v in metrics.items() if v is None or isinstance(v, (bool, int, float, str))}
+    scalars = {k: v for k, v in metrics.items() if v is None or isinstance(v, (numbers.Number, str))}
     frame = pd.DataFrame({k: [v] for k, v in scalars.items()})
     exps: list[Any] = [gxe.ExpectTableColumnsToMatchSet(column_set=list(checks), exact_match=False)]
     numeric = ["int64", "float64", "int32", "float32"]
@@ -212,7 +231,7 @@ def metrics_batch(metrics: dict, cfg: CheckConfig) -> Batch:
         exps.append(gxe.ExpectColumnValuesToNotBeNull(column=key))
         exps.append(gxe.ExpectColumnValuesToBeInTypeList(column=key, type_list=numeric))
         value = scalars[key]
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
             exps.append(gxe.ExpectColumnValuesToBeBetween(column=key, min_value=lo, max_value=hi))
     return Batch("metrics", frame, exps, "metrics", {"settings": {k: v[2] for k, v in checks.items()}})
 

@@ -8,8 +8,11 @@ every failure as one short line, and optionally renders GX Data Docs (HTML) into
 from __future__ import annotations
 
 import datetime as dt
+import html
+import numbers
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +55,10 @@ def _bounds(lo: Any, hi: Any) -> str:
 
 def _threshold_line(name: str, value: Any, lo: Any, hi: Any, setting: str | None) -> str:
     """'truncation_rate 0.97 > max_truncation_rate 0.9' style, naming the config field when known."""
-    if hi is not None and isinstance(value, (int, float)) and value > hi:
+    if hi is not None and isinstance(value, numbers.Real) and value > hi:
         label = setting if setting and setting.startswith("max") else "max"
         return f"{name} {_num(value)} > {label} {_num(hi)}"
-    if lo is not None and isinstance(value, (int, float)) and value < lo:
+    if lo is not None and isinstance(value, numbers.Real) and value < lo:
         label = setting if setting and setting.startswith("min") else "min"
         return f"{name} {_num(value)} < {label} {_num(lo)}"
     return f"{name} {_num(value)} outside {_bounds(lo, hi)}"
@@ -63,16 +66,17 @@ def _threshold_line(name: str, value: Any, lo: Any, hi: Any, setting: str | None
 
 def _describe(batch: Batch, res: Any) -> str:
     """One human-readable line for a failed expectation result."""
-    cfg = res.expectation_config
-    kw, r = cfg.kwargs, res.result or {}
-    kind, col = cfg.type, kw.get("column")
+    conf = res.expectation_config
+    kw, r = conf.kwargs, res.result or {}
+    kind, col = conf.type, kw.get("column")
     examples = r.get("partial_unexpected_list") or []
     count = r.get("unexpected_count")
     if res.exception_info and res.exception_info.get("raised_exception"):
         msg = str(res.exception_info.get("exception_message", "")).strip().splitlines()[:1]
         return f"{kind}({col or ''}) could not run: {msg[0] if msg else 'error'}"[:240]
     if kind == "expect_column_distinct_values_to_contain_set":
-        return f"missing column(s) {sorted(set(kw['value_set']) - set(r.get('observed_value') or []))}"
+        missing = r.get("partial_missing_list") or sorted(set(kw["value_set"]) - set(r.get("observed_value") or []))
+        return f"missing column(s) {sorted(missing)}"
     if kind == "expect_column_pair_values_to_be_in_set":
         want = batch.notes["expected_types"]
         return "wrong dtype: " + ", ".join(f"{c} is {t} (expected {want.get(c)})" for c, t in examples)
@@ -102,6 +106,8 @@ def _describe(batch: Batch, res: Any) -> str:
             value = batch.frame[col].iloc[0]
             return _threshold_line(col, getattr(value, "item", lambda: value)(), kw.get("min_value"),
                                    kw.get("max_value"), batch.notes["settings"].get(col))
+        if kw.get("min_value") == -sys.float_info.max and kw.get("max_value") == sys.float_info.max:
+            return f"{col} has {count} non-finite value(s), e.g. {examples[:3]}"
         return (f"{col} has {count} value(s) outside {_bounds(kw.get('min_value'), kw.get('max_value'))}, "
                 f"e.g. {examples[:3]}")
     return f"{kind}({col or ''}) failed: {r.get('observed_value', r)}"[:240]
@@ -148,9 +154,23 @@ def validate_tables(*, tables: dict[str, pl.DataFrame], metrics: dict | None, te
 
     docs_dir = Path(docs_dir) if docs_dir is not None and cfg.data_docs else None
     build_dir = docs_dir.with_name(f".{docs_dir.name}.tmp-{os.getpid()}") if docs_dir else None
-    if build_dir is not None and build_dir.exists():
-        shutil.rmtree(build_dir)
-    ctx = _context(build_dir)
+    if build_dir is not None:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        build_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        result = _run(batches, build_dir, run_time)
+        if docs_dir is not None and build_dir is not None:
+            _replace_dir(build_dir, docs_dir)
+            result["data_docs"] = (Path(docs_dir.name) / "index.html").as_posix()
+    finally:
+        if build_dir is not None:
+            shutil.rmtree(build_dir, ignore_errors=True)
+    return result
+
+
+def _run(batches: list[Batch], docs_dir: Path | None, run_time: dt.datetime | None) -> dict:
+    """Validate each batch against its suite in one ephemeral context; build Data Docs if asked."""
+    ctx = _context(docs_dir)
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
 
@@ -163,19 +183,39 @@ def validate_tables(*, tables: dict[str, pl.DataFrame], metrics: dict | None, te
         suite = ctx.suites.add(gx.ExpectationSuite(name=batch.name, expectations=batch.expectations))
         order = {e.id: i for i, e in enumerate(suite.expectations)}
         vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=batch.name, data=definition, suite=suite))
-        result = vd.run(batch_parameters={"dataframe": batch.frame}, run_id=run_id)
-        stats = result.statistics
-        suites[batch.name] = {"success": bool(result.success), "evaluated": int(stats["evaluated_expectations"]),
+        validation = vd.run(batch_parameters={"dataframe": batch.frame}, run_id=run_id)
+        stats = validation.statistics
+        suites[batch.name] = {"success": bool(validation.success),
+                              "evaluated": int(stats["evaluated_expectations"]),
                               "failed": int(stats["unsuccessful_expectations"])}
-        failed = [r for r in result.results if not r.success]
+        failed = [r for r in validation.results if not r.success]
         failed.sort(key=lambda r: order.get(r.expectation_config.id, len(order)))
         table = batch.name.split(".")[0]
         failures += [f"{table}: {_describe(batch, r)}" for r in failed]
 
-    docs_index = None
-    if docs_dir is not None and build_dir is not None:
+    result = {"passed": not failures and all(s["success"] for s in suites.values()),
+              "failures": failures, "suites": suites, "data_docs": None}
+    if docs_dir is not None:
         ctx.build_data_docs(site_names=[DOCS_SITE])
-        _replace_dir(build_dir, docs_dir)
-        docs_index = (Path(docs_dir.name) / "index.html").as_posix()
-    return {"passed": not failures and all(s["success"] for s in suites.values()),
-            "failures": failures, "suites": suites, "data_docs": docs_index}
+        _write_summary(docs_dir, result)
+    return result
+
+
+def _write_summary(docs_dir: Path, result: dict) -> None:
+    """summary.html beside GX's index: plain HTML that reads offline (GX's index lists its pages
+    with JavaScript from CDNs), linking each suite's GX validation page."""
+    rows = []
+    for name, s in result["suites"].items():
+        pages = sorted((docs_dir / "validations").rglob(f"*-{name}.html"))
+        link = html.escape(pages[-1].relative_to(docs_dir).as_posix()) if pages else ""
+        label = f'<a href="{link}">{html.escape(name)}</a>' if link else html.escape(name)
+        rows.append(f"<tr><td>{label}</td><td>{'pass' if s['success'] else 'FAIL'}</td>"
+                    f"<td>{s['evaluated']}</td><td>{s['failed']}</td></tr>")
+    items = "".join(f"<li>{html.escape(f)}</li>" for f in result["failures"]) or "<li>none</li>"
+    verdict = "PASSED" if result["passed"] else "FAILED"
+    (docs_dir / "summary.html").write_text(
+        f"<!doctype html><meta charset='utf-8'><title>Data gate {verdict}</title>"
+        f"<h1>Data gate {verdict}</h1><h2>Failures</h2><ul>{items}</ul>"
+        f"<h2>Suites</h2><table border='1' cellpadding='4'><tr><th>suite</th><th>result</th>"
+        f"<th>evaluated</th><th>failed</th></tr>{''.join(rows)}</table>"
+        f"<p>Full GX Data Docs: <a href='index.html'>index.html</a></p>\n", encoding="utf-8")

@@ -11,6 +11,7 @@ from tasks.layout import Layout, iteration_id, tag_for
 from tasks.pipeline import BASELINE, IterationVars, read_iteration_vars, write_iteration_vars
 from tasks.provenance import code_revision, package_versions
 from tasks.recipe import load_recipe, recipe_to_yaml
+from tasks.recovery import mark_progress
 from tasks.versioning import commit_and_tag, push, tags
 
 
@@ -103,6 +104,7 @@ def finish_iteration(layout: Layout, it: str, *, started: str, status: str) -> d
         "code": code_revision(),
         "packages": package_versions(),
     }
+    mark_progress(layout, f"finish@{it}")
     write_json(layout.record(it), record)
     write_plot_data(layout)
     push(layout.root)

@@ -72,6 +72,8 @@ def test_clean_tables_pass_and_write_data_docs(clean, tmp_path):
     index = tmp_path / out["data_docs"]
     assert index.is_file() and "scored.aggregate" in index.read_text()
     assert list((tmp_path / "data_docs" / "validations").rglob("*.html"))
+    summary = (tmp_path / "data_docs" / "summary.html").read_text()
+    assert "Data gate PASSED" in summary and 'href="validations/scored/aggregate/' in summary
     assert json.loads(json.dumps(out)) == out
     # rebuilding replaces the folder; data_docs off writes nothing
     again = validate_tables(tables={"selected": tables["selected"]}, metrics=None, test_prompt_ids=test_ids,
@@ -84,12 +86,12 @@ def test_collapse_is_blocked(clean):
     same = pl.lit(" 3+2=5.")
     tables["samples"] = tables["samples"].with_columns(text=same)
     tables["scored"] = tables["scored"].with_columns(text=same)
-    out = run(tables, metrics | {"distinct_correct_ratio": 0.17}, test_ids, min_distinct_correct_ratio=0.5)
+    out = run(tables, metrics | {"distinct_correct_ratio": 0.17}, test_ids, min_distinct_correct_ratio=0.6)
     has(out, "samples:", "duplicate_rate 1 > max_duplicate_rate 0.95")
     has(out, "scored:", "duplicate_rate 1 > max_duplicate_rate 0.95")
-    has(out, "scored:", "distinct_correct_ratio 0.5 < min_distinct_correct_ratio 0.5") if False else \
-        has(out, "scored:", "distinct_correct_ratio", "< min_distinct_correct_ratio 0.5")
-    has(out, "metrics:", "distinct_correct_ratio 0.17 < min_distinct_correct_ratio 0.5")
+    # 2 identical correct texts per prompt: 3 distinct (prompt, text) pairs out of 6 correct
+    has(out, "scored:", "distinct_correct_ratio 0.5 < min_distinct_correct_ratio 0.6")
+    has(out, "metrics:", "distinct_correct_ratio 0.17 < min_distinct_correct_ratio 0.6")
 
 
 def test_zero_correct_is_blocked(clean):
@@ -113,7 +115,7 @@ def test_leakage_into_selected_and_samples_is_blocked(clean):
 
 def test_leakage_through_prompts_split_and_given_ids(clean):
     tables, metrics, _ = clean
-    train_id = tables["prompts"]["prompt_id"][0]
+    train_id = tables["prompts"].filter(pl.col("split") == "train")["prompt_id"][0]
     # the prompts table's own test split counts as held out even when no ids are passed
     moved = tables["prompts"].with_columns(split=pl.when(pl.col("split") == "test").then(pl.lit("train"))
                                            .otherwise("split"))
@@ -181,17 +183,19 @@ def test_row_values_messages_and_metrics_shape(clean):
         reward=pl.when(pl.col("sample_idx") == 1).then(pl.lit(1.5)).otherwise("reward"),
         score=pl.when(pl.col("sample_idx") == 2).then(float("inf")).otherwise("score"),
         extracted_answer=pl.lit(None, pl.String), text=pl.lit("x" * 50))
-    first = pl.int_range(pl.len()) == 0
-    empty_turn = pl.concat_list(pl.struct(role=pl.lit("user"), content=pl.lit("q")),
-                                pl.struct(role=pl.lit("assistant"), content=pl.lit("  "))).cast(pl.List(MESSAGE))
-    tables["selected"] = tables["selected"].with_columns(messages=pl.when(first).then(empty_turn)
-                                                         .otherwise("messages"))
+    def chat(answer: str) -> pl.Expr:
+        return pl.concat_list(pl.struct(role=pl.lit("user"), content=pl.lit("q")),
+                              pl.struct(role=pl.lit("assistant"), content=pl.lit(answer))).cast(pl.List(MESSAGE))
+
+    row = pl.int_range(pl.len())
+    tables["selected"] = tables["selected"].with_columns(
+        messages=pl.when(row == 0).then(chat("  ")).when(row == 1).then(chat("y" * 50)).otherwise("messages"))
     bad_metrics = {k: v for k, v in metrics.items() if k != "balance_score"} | {"coverage": float("nan")}
     out = run({"scored": tables["scored"], "selected": tables["selected"]}, bad_metrics, test_ids,
               max_text_chars=40, max_missing_answer_rate=0.5)
     has(out, "scored:", "finish_reason has 3 value(s) not in ['length', 'stop']", "eos")
     has(out, "scored:", "reward has 3 value(s) outside [-1, 1]")
-    has(out, "scored:", "score has 3 value(s) outside")
+    has(out, "scored:", "score has 3 non-finite value(s), e.g. [inf")
     has(out, "scored:", "text has 12 value(s) with length outside [1, 40]")
     has(out, "scored:", "missing_answer_rate 1 > max_missing_answer_rate 0.5")
     has(out, "selected:", "1 row(s) lack a non-empty user and assistant turn")
