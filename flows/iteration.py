@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.stage_tasks import stage
 from tasks.atomic import read_json
+from tasks.errors import GateFailedError
 from tasks.dashboard import write_dashboard
 from tasks.iterations import NextIteration, finish_iteration, load_records, start_iteration, ungate
 from tasks.layout import Layout
@@ -41,12 +42,17 @@ def iteration_flow(root: str, nxt: NextIteration) -> dict:
         if name in GATED_STAGES and not read_json(layout.gate(nxt.it))["passed"]:
             ungate(layout, nxt.it)
             status = "gate-failed"
-            logger.error("iteration %s: data gate failed (%s); training skipped, parent kept", nxt.it,
-                         "; ".join(read_json(layout.gate(nxt.it))["failures"]))
             break
         stage(name, nxt.it)(root, name, nxt.it, resume=nxt.resuming)
     record = finish_iteration(layout, nxt.it, started=started, status=status)
     dashboard = write_dashboard(load_records(layout), layout.root / "reports")
     create_markdown_artifact(key=f"iteration-{nxt.it}", markdown=iteration_markdown(record, dashboard["html"]),
                              description=f"flywheel iteration {nxt.it}")
+    if status == "gate-failed":
+        failures = "; ".join(record["gate"]["failures"])
+        logger.error("iteration %s: data gate failed (%s); training skipped, parent kept", nxt.it, failures)
+        # Failing the flow run makes the failure visible in Prefect and stops the night's run.
+        raise GateFailedError(f"iteration {nxt.it} blocked by the data gate: {failures}.",
+                              file=str(layout.gate(nxt.it)),
+                              fix=f"inspect {layout.data_docs(nxt.it) / 'summary.html'}; the parent model was kept.")
     return record

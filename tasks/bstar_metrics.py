@@ -32,6 +32,13 @@ def prepare_scored(scored: pl.DataFrame) -> pl.DataFrame:
         _pc=(pl.col("prompt_id") != pl.col("prompt_id").shift(1)).fill_null(True).cum_sum().cast(pl.Int64) - 1)
 
 
+def _ngram_hash(n: int) -> pl.Expr:
+    expr = pl.col("_h") * _MIX[0]
+    for j in range(1, n):
+        expr = expr ^ (pl.col("_h").shift(-j) * _MIX[j])
+    return expr
+
+
 def repetition_rates(text: pl.Series, n: int = NGRAM) -> np.ndarray:
     """Per-sample repetition rate. Tokens: the text split on ASCII whitespace (space, \\t, \\n, \\r,
     \\f, \\v), empty tokens dropped. Of the m = max(tokens - n + 1, 0) word n-grams of a sample, the
@@ -51,8 +58,7 @@ def repetition_rates(text: pl.Series, n: int = NGRAM) -> np.ndarray:
              .select("_r", _h=pl.col("text").str.replace_all(r"[\t\n\r\f\v]", " ").str.split(" "))
              .explode("_h").filter(pl.col("_h").str.len_bytes() > 0)
              .with_columns(pl.col("_h").hash(0))
-             .with_columns(_g=pl.reduce(lambda acc, x: acc ^ x,
-                                        [pl.col("_h").shift(-j) * _MIX[j] for j in range(n)]))
+             .with_columns(_g=_ngram_hash(n))
              .filter(pl.col("_r").shift(-(n - 1)) == pl.col("_r"))
              .group_by("_r").agg(m=pl.len(), u=pl.col("_g").n_unique())
              .collect())

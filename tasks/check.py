@@ -8,18 +8,8 @@ import polars as pl
 
 from tasks.atomic import write_json
 from tasks.bstar_metrics import hard_prompts, iteration_metrics
-from tasks.config import CheckConfig, Recipe
-
-
-def gate_failures(metrics: dict, n_selected: int, cfg: CheckConfig) -> list[str]:
-    failures = []
-    if metrics.get("coverage", 0.0) < cfg.min_coverage:
-        failures.append(f"coverage {metrics.get('coverage', 0.0):.3f} < min_coverage {cfg.min_coverage}")
-    if metrics.get("truncation_rate", 0.0) > cfg.max_truncation_rate:
-        failures.append(f"truncation_rate {metrics['truncation_rate']:.3f} > max {cfg.max_truncation_rate}")
-    if n_selected < cfg.min_selected:
-        failures.append(f"selected rows {n_selected} < min_selected {cfg.min_selected}")
-    return failures
+from tasks.config import Recipe
+from tasks.schema import SAMPLES
 
 
 def compute_metrics(scored: pl.DataFrame, selected: pl.DataFrame, baseline_scored: pl.DataFrame, choice: dict,
@@ -33,13 +23,23 @@ def compute_metrics(scored: pl.DataFrame, selected: pl.DataFrame, baseline_score
     return metrics | {"temperature": choice["temperature"], "threshold": choice["threshold"]}
 
 
-def check(scored_path: Path, selected_path: Path, baseline_scored_path: Path, choice: dict, recipe: Recipe,
-          metrics_path: Path, gate_path: Path) -> dict:
+def check(scored_path: Path, selected_path: Path, prompts_path: Path, baseline_scored_path: Path, choice: dict,
+          recipe: Recipe, metrics_path: Path, gate_path: Path, docs_dir: Path | None = None) -> dict:
+    """Metrics, then the Great Expectations gate over prompts, samples, scored, selected and metrics.
+
+    gate.json (versioned) holds the verdict and one line per failed expectation; the Data Docs
+    pages go to `docs_dir` (not versioned: GX stamps them with run times and random ids)."""
+    from tasks.expectations import validate_tables
+
+    prompts = pl.read_parquet(prompts_path)
     scored = pl.read_parquet(scored_path)
     selected = pl.read_parquet(selected_path)
     metrics = compute_metrics(scored, selected, pl.read_parquet(baseline_scored_path), choice, recipe)
-    failures = gate_failures(metrics, selected.height, recipe.check)
-    gate = {"passed": not failures, "failures": failures}
+    samples = scored.select(list(SAMPLES.columns))
+    test_ids = prompts.filter(pl.col("split") == "test")["prompt_id"].to_list()
+    result = validate_tables(tables={"prompts": prompts, "samples": samples, "scored": scored, "selected": selected},
+                             metrics=metrics, test_prompt_ids=test_ids, cfg=recipe.check, docs_dir=docs_dir)
+    gate = {"passed": result["passed"], "failures": result["failures"], "suites": result["suites"]}
     write_json(metrics_path, metrics)
     write_json(gate_path, gate)
-    return gate
+    return gate | {"data_docs": str(docs_dir / "summary.html") if docs_dir and result.get("data_docs") else None}

@@ -180,7 +180,7 @@ class CheckConfig(_Model):
     min_distinct_correct_ratio: float = Field(0.0, ge=0, le=1, description="collapse guard")
     min_balance_score: float = Field(0.0, ge=0, le=1)
     max_repetition_rate: float = Field(0.9, ge=0, le=1, description="repeated n-grams inside samples")
-    min_text_chars: int = Field(1, ge=0)
+    min_text_chars: int = Field(0, ge=0, description="shortest allowed sample text")
     max_text_chars: int = Field(20_000, ge=1)
     data_docs: bool = Field(True, description="write Great Expectations Data Docs (HTML) per validation")
 

@@ -34,3 +34,9 @@ class WorkspaceBusyError(WorkspaceError):
     """Another run holds the workspace lock."""
 
     exit_code = 3
+
+
+class GateFailedError(FlywheelError):
+    """The data gate blocked training; the iteration is recorded as failed and the parent kept."""
+
+    exit_code = 4

@@ -102,6 +102,10 @@ class Layout:
     def promotion(self, it: str) -> Path:
         return self.iter_dir(it) / "promotion.json"
 
+    def data_docs(self, it: str) -> Path:
+        """Great Expectations Data Docs of the iteration's gate (derived, not versioned)."""
+        return self.root / "reports" / "data_docs" / it
+
     def record(self, it: str) -> Path:
         return self.records / f"{it}.json"
 

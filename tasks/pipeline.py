@@ -90,8 +90,9 @@ def _stage_fns() -> dict[str, Callable[[Layout, Recipe, str | None, IterationVar
                                                                 L.reward_model, L.scored(it)))},
         "select": lambda L, r, it, v: {"selected": str(select.select(
             L.scored(it), L.prompts, r.select, read_json(L.choice(it))["threshold"], L.selected(it)))},
-        "check": lambda L, r, it, v: check.check(L.scored(it), L.selected(it), L.scored(v.first),
-                                                 read_json(L.choice(it)), r, L.metrics(it), L.gate(it)),
+        "check": lambda L, r, it, v: check.check(L.scored(it), L.selected(it), L.prompts, L.scored(v.first),
+                                                 read_json(L.choice(it)), r, L.metrics(it), L.gate(it),
+                                                 L.data_docs(it)),
         "train": lambda L, r, it, v: _train(L, r, it, v, seed(r, it, "train")),
         "evaluate": lambda L, r, it, v: ev(L, r, it, L.model(it)),
         "promote": lambda L, r, it, v: promote.promote(L.eval(it), L.eval(v.parent), L.gate(it), r.promote,

@@ -192,7 +192,7 @@ def test_row_values_messages_and_metrics_shape(clean):
         messages=pl.when(row == 0).then(chat("  ")).when(row == 1).then(chat("y" * 50)).otherwise("messages"))
     bad_metrics = {k: v for k, v in metrics.items() if k != "balance_score"} | {"coverage": float("nan")}
     out = run({"scored": tables["scored"], "selected": tables["selected"]}, bad_metrics, test_ids,
-              max_text_chars=40, max_missing_answer_rate=0.5)
+              min_text_chars=1, max_text_chars=40, max_missing_answer_rate=0.5)
     has(out, "scored:", "finish_reason has 3 value(s) not in ['length', 'stop']", "eos")
     has(out, "scored:", "reward has 3 value(s) outside [-1, 1]")
     has(out, "scored:", "score has 3 non-finite value(s), e.g. [inf")
