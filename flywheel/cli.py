@@ -178,7 +178,8 @@ def stage_cmd(name: Annotated[str, typer.Argument(help="Stage name, as in dvc.ya
         from tasks.pipeline import run_stage
         from tasks.workspace import open_workspace
 
-        result = run_stage(open_workspace(workspace), name, iteration_id(iteration) if iteration else None)
+        it = iteration_id(iteration) if iteration else None  # validate before touching the workspace
+        result = run_stage(open_workspace(workspace), name, it)
     except Exception as err:  # noqa: BLE001
         _fail(err)
     typer.echo(json.dumps(result, default=str))

@@ -201,7 +201,18 @@ class PromoteConfig(_Model):
 
 
 class RemoteConfig(_Model):
-    url: str | None = Field(None, description="DVC remote; default: <workspace>/../<name>-remote")
+    url: str | None = Field(None, description="DVC remote; default: a folder beside the workspace")
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        from tasks.secrets import has_credentials, redact
+
+        if v and has_credentials(v):
+            # the resolved recipe is committed to git, so a secret here would be published
+            raise ValueError(f"{redact(v)} embeds credentials; keep them in DVC's local config "
+                             "(dvc remote modify --local) or the environment")
+        return v
 
 
 class RunConfig(_Model):

@@ -13,12 +13,21 @@ REMOTE_PLUGINS = {"s3": "dvc_s3", "gs": "dvc_gs", "gcs": "dvc_gs", "azure": "dvc
                   "http": "dvc_http", "https": "dvc_http"}
 
 
-def check_remote(url: str | None, workspace: Path) -> None:
+def check_remote(url: str | None, workspace: Path, *, must_exist: bool = False) -> None:
+    """A local remote must be creatable (or, for an existing workspace, present); a cloud remote needs
+    its DVC plugin. Reaching a cloud bucket is left to DVC at push time."""
     if url is None:
         return
     scheme = url.split("://", 1)[0] if "://" in url else None
     if scheme is None:
-        parent = Path(url).expanduser().resolve().parent
+        folder = Path(url).expanduser()
+        if not folder.is_absolute():
+            folder = workspace / ".dvc" / folder  # DVC resolves relative remote paths from .dvc/
+        if must_exist and not folder.is_dir():
+            raise ConfigError(f"the workspace's DVC remote folder {folder} does not exist.", file=str(workspace),
+                              field="remote origin", fix="restore it, or point the remote elsewhere with "
+                              "`dvc remote modify origin url NEW` inside the workspace.")
+        parent = folder.resolve().parent
         while not parent.exists():
             parent = parent.parent
         if not parent.is_dir() or not _writable(parent):
@@ -50,4 +59,11 @@ def preflight(recipe: Recipe, workspace: Path) -> None:
     init = recipe.model.init
     if isinstance(init, PretrainedInit):
         resolve_model_ref(init.name_or_path, field="model.init.name_or_path")
-    check_remote(recipe.remote.url, workspace)
+    from tasks.workspace import is_workspace
+
+    if is_workspace(workspace):
+        from tasks.versioning import remote_url
+
+        check_remote(remote_url(workspace), workspace, must_exist=True)
+    else:
+        check_remote(recipe.remote.url, workspace)

@@ -38,8 +38,10 @@ def _explain(err: dict, source: str) -> ConfigError:
         close = difflib.get_close_matches(str(loc[-1]), _known_fields(Recipe, tuple(err["loc"])), n=1)
         fix = f"did you mean '{close[0]}'?" if close else "remove it; see configs/tiny-arith.yaml for the valid keys."
         return ConfigError("unknown key.", file=source, field=field, fix=fix)
+    from tasks.secrets import redact
+
     got = err.get("input")
-    got_text = f" (got {got!r})" if not isinstance(got, dict) else ""
+    got_text = f" (got {redact(repr(got))})" if not isinstance(got, dict) else ""
     msg = err["msg"].rstrip(".")
     return ConfigError(f"{msg}{got_text}.", file=source, field=field,
                        fix=f"set {field} to a valid value.")
