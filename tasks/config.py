@@ -49,6 +49,9 @@ class FileSource(_Model):
     answer_column: str | None = "answer"
     split_column: str = Field("split", description="values: seed, train, probe, test")
     difficulty_column: str | None = None
+    extra_columns: list[str] = Field(
+        default_factory=list, description="other columns the file may carry (ignored); any column not mapped "
+                                          "or listed here is an error, so a renamed column is never silently dropped")
 
 
 class PromptsConfig(_Model):

@@ -92,6 +92,10 @@ def ingest_prompt_file(src: FileSource) -> pl.DataFrame:
     if missing:
         raise InputDataError(f"missing column(s) {missing}; found {df.columns}.", file=file,
                              field="prompts.source", fix="add the column or set the matching *_column option.")
+    extra = [col for col in df.columns if col not in mapping.values() and col not in src.extra_columns]
+    if extra:
+        raise InputDataError(f"unexpected column(s) {extra}.", file=file, field="prompts.source",
+                             fix="map them with *_column, list them in prompts.source.extra_columns, or drop them.")
     if df.height == 0:
         raise InputDataError("no rows.", file=file, fix="add prompts to the file.")
     out = df.select([pl.col(v).alias(k) for k, v in mapping.items()])

@@ -1,0 +1,96 @@
+"""Every class of bad input on an existing workspace: a one-line error naming file, field and fix,
+a non-zero exit, and the workspace exactly as it was (commits, tags, files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from flywheel.cli import app
+from tests.conftest import git, write_recipe
+
+runner = CliRunner()
+
+ROWS = [{"text": f"Q{i}: what is {i}+{i}?", "answer": str(2 * i), "split": s}
+        for i, s in enumerate(["seed"] * 4 + ["train"] * 8 + ["probe"] * 2 + ["test"] * 4)]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _snapshot(ws: Path) -> tuple:
+    files = sorted((str(p.relative_to(ws)), p.stat().st_size) for p in ws.rglob("*")
+                   if p.is_file() and ".git" not in p.parts and ".flywheel" not in p.parts)
+    return git(ws, "rev-parse", "HEAD"), git(ws, "tag", "--list"), files
+
+
+def _edit_recipe(ws: Path, dotted: str, value) -> None:
+    data = yaml.safe_load((ws / "flywheel.yaml").read_text())
+    node = data
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    (ws / "flywheel.yaml").write_text(yaml.safe_dump(data))
+
+
+@pytest.fixture
+def file_workspace(tmp_path):
+    prompts = _write_jsonl(tmp_path / "prompts.jsonl", ROWS)
+    recipe = write_recipe(tmp_path / "r.yaml", {"prompts.source": {"type": "file", "path": str(prompts)}})
+    ws = tmp_path / "ws"
+    result = runner.invoke(app, ["init", str(ws), "--config", str(recipe)])
+    assert result.exit_code == 0, result.stderr
+    return ws, prompts
+
+
+def _corrupt_prompts(kind: str, prompts: Path) -> None:
+    if kind == "missing column":
+        _write_jsonl(prompts, [{k: v for k, v in r.items() if k != "split"} for r in ROWS])
+    elif kind == "extra column":
+        _write_jsonl(prompts, [{**r, "notes": "x"} for r in ROWS])
+    elif kind == "wrong encoding":
+        prompts.write_bytes('{"text": "caf\u00e9", "answer": "1", "split": "train"}\n'.encode("latin-1"))
+    elif kind == "empty file":
+        prompts.write_bytes(b"")
+    elif kind == "duplicate ids":
+        _write_jsonl(prompts, ROWS + [{**ROWS[5], "text": ROWS[5]["text"].upper()}])
+
+
+CASES = {
+    "unknown key": (lambda ws, p: _edit_recipe(ws, "generate.temprature", 0.7), ["generate.temprature", "temperature"]),
+    "wrong type": (lambda ws, p: _edit_recipe(ws, "generate.k", "eight"), ["generate.k", "integer"]),
+    "out of range": (lambda ws, p: _edit_recipe(ws, "select.cap_per_prompt", 0), ["select.cap_per_prompt"]),
+    "missing model folder": (lambda ws, p: _edit_recipe(ws, "model.init", {"type": "pretrained",
+                                                                            "name_or_path": "/nowhere/model"}),
+                             ["/nowhere/model", "model.init.name_or_path"]),
+    "missing prompt file": (lambda ws, p: p.unlink(), ["prompts.jsonl", "not found"]),
+    "missing column": (lambda ws, p: _corrupt_prompts("missing column", p), ["prompts.jsonl", "split"]),
+    "extra column": (lambda ws, p: _corrupt_prompts("extra column", p), ["prompts.jsonl", "notes"]),
+    "wrong encoding": (lambda ws, p: _corrupt_prompts("wrong encoding", p), ["prompts.jsonl", "UTF-8"]),
+    "empty file": (lambda ws, p: _corrupt_prompts("empty file", p), ["prompts.jsonl", "empty"]),
+    "duplicate ids": (lambda ws, p: _corrupt_prompts("duplicate ids", p), ["prompts.jsonl", "repeat"]),
+    "misconfigured remote": (lambda ws, p: (ws / ".dvc/config").write_text(
+        (ws / ".dvc/config").read_text().replace("url = ", "url = ftp://")), ["remote", "ftp"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_refused_and_nothing_changes(file_workspace, case):
+    ws, prompts = file_workspace
+    break_it, must_mention = CASES[case]
+    break_it(ws, prompts)
+    before = _snapshot(ws)
+    result = runner.invoke(app, ["run", "-w", str(ws)])
+    assert result.exit_code == 2, (case, result.stderr, result.exception)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Fix:" in lines[0], lines
+    for text in must_mention:
+        assert text in lines[0], (case, lines[0])
+    assert _snapshot(ws) == before
