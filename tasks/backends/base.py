@@ -48,18 +48,24 @@ def vllm_usable() -> bool:
     return True
 
 
-def make_backend(name: str, model_ref: str, *, batch_size: int = 64, max_model_len: int = 256,
-                 **engine_kwargs) -> GenerationBackend:
+def resolve_backend_name(name: str) -> str:
     """'auto' picks vLLM when it imports, else Hugging Face; the choice is logged."""
-    if name == "auto":
-        name = "vllm" if vllm_usable() else "hf"
-        log.info("generation backend: %s (auto)", name)
+    if name != "auto":
+        return name
+    chosen = "vllm" if vllm_usable() else "hf"
+    log.info("generation backend: %s (auto; vLLM %s)", chosen, "available" if chosen == "vllm" else "not installed")
+    return chosen
+
+
+def make_backend(cfg, model_ref: str, seed: int = 0) -> GenerationBackend:
+    """The backend a GenerateConfig asks for, loaded with `model_ref` (folder or Hub id)."""
+    name = resolve_backend_name(cfg.backend)
     if name == "hf":
         from tasks.backends.hf import HFBackend
 
-        return HFBackend(model_ref, batch_size=batch_size)
+        return HFBackend(model_ref, batch_size=cfg.batch_size)
     if name == "vllm":
         from tasks.backends.vllm_backend import VLLMBackend
 
-        return VLLMBackend(model_ref, max_model_len=max_model_len, **engine_kwargs)
+        return VLLMBackend(model_ref, cfg.vllm, seed=seed)
     raise ValueError(f"unknown backend {name!r}")

