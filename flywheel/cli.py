@@ -185,5 +185,153 @@ def stage_cmd(name: Annotated[str, typer.Argument(help="Stage name, as in dvc.ya
     typer.echo(json.dumps(result, default=str))
 
 
+def _register_extra_commands() -> None:
+    from flywheel.reproduce_cmd import reproduce
+
+    app.command()(reproduce)
+
+
+_register_extra_commands()
+
+
+# --- audit commands: read-only; they import no torch, transformers, GX or prefect ----------------
+
+def _audit_root(workspace: Path | None) -> Path:
+    """A workspace to read: no preflight, no lock, nothing created."""
+    from tasks.errors import WorkspaceError
+
+    if workspace is None:
+        from tasks.provenance import CODE_ROOT
+
+        workspace = CODE_ROOT / "data" / "workspaces" / "default"  # tasks.workspace.DEFAULT_WORKSPACE
+    root = Path(workspace)
+    if not ((root / "flywheel.yaml").is_file() and (root / ".dvc").is_dir() and (root / ".git").exists()):
+        raise WorkspaceError("not a flywheel workspace.", file=str(root),
+                             fix="pass -w with a workspace folder (created by `flywheel init` or `flywheel run`).")
+    return root.resolve()
+
+
+def _echo_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@app.command()
+def lineage(query: Annotated[str | None, typer.Argument(
+                help="An iteration (2, 0002), an artifact path (models/0002) or an md5 prefix (6+ hex digits).")] = None,
+            workspace: WorkspaceOpt = None,
+            as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+            dot: Annotated[bool, typer.Option("--dot", help="Print a Graphviz DOT graph.")] = False,
+            mermaid: Annotated[bool, typer.Option("--mermaid", help="Print a Mermaid flowchart.")] = False,
+            example: Annotated[str | None, typer.Option(
+                "--example", help="A training example PROMPT_ID:SAMPLE_IDX: which iterations selected it.")] = None,
+            example_table: Annotated[str, typer.Option(
+                "--example-table", help="Look the example up in selected (default), scored or samples.")] = "selected",
+            ) -> None:
+    """Where an iteration, checkpoint, table or training example came from, from dvc.lock at each tag."""
+    try:
+        from tasks import lineage as lin
+        from tasks.errors import WorkspaceError
+
+        root = _audit_root(workspace)
+        if sum((as_json, dot, mermaid)) > 1:
+            raise WorkspaceError("choose one of --json, --dot, --mermaid.")
+        if example:
+            pid, sep, idx = example.rpartition(":")
+            if not sep or not pid or not idx.lstrip("-").isdigit():
+                raise WorkspaceError(f"bad --example {example!r}.", field="--example", fix="use PROMPT_ID:SAMPLE_IDX.")
+            result = lin.example_lineage(root, pid, int(idx), table=example_table)
+            graphs = result["lineages"]
+        elif query:
+            result = lin.find_artifact(root, query)
+            graphs = [result]
+        else:
+            raise WorkspaceError("give a QUERY or --example.", fix="e.g. `flywheel lineage 2` or `flywheel lineage models/0002`.")
+    except Exception as err:  # noqa: BLE001
+        _fail(err)
+    from tasks import lineage_render as render
+
+    if as_json:
+        _echo_json(result)
+    elif dot:
+        typer.echo(render.to_dot(graphs), nl=False)
+    elif mermaid:
+        typer.echo(render.to_mermaid(graphs), nl=False)
+    else:
+        from rich.console import Console
+
+        Console().print(render.example_tree(result) if example else render.lineage_tree(result))
+
+
+@app.command(name="log")
+def log_cmd(workspace: WorkspaceOpt = None,
+            as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """One line per finished iteration: date, parent, temperature/threshold, gate, test pass@1/pass@K, decision."""
+    try:
+        from tasks.lineage import iteration_log
+
+        rows = iteration_log(_audit_root(workspace))
+    except Exception as err:  # noqa: BLE001
+        _fail(err)
+    if as_json:
+        _echo_json(rows)
+        return
+    from tasks.lineage_render import log_lines
+
+    for line in log_lines(rows):
+        typer.echo(line)
+
+
+@app.command(name="diff")
+def diff_cmd(a: Annotated[str, typer.Argument(help="Iteration (1, 0001) or Parquet table path.")],
+             b: Annotated[str, typer.Argument(help="Iteration or Parquet table path.")],
+             workspace: WorkspaceOpt = None,
+             table: Annotated[str | None, typer.Option(
+                 "--table", help="samples, scored (default for iterations), selected or prompts.")] = None,
+             limit: Annotated[int, typer.Option("--limit", min=0, help="Example keys to list per section.")] = 10,
+             as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """What changed between two iterations (or two tables): rows by key, correct counts, metrics, params."""
+    try:
+        from tasks.diff import diff, diff_lines
+
+        def is_file(x: str) -> bool:
+            return Path(x).is_file()
+
+        root = None if (is_file(a) and is_file(b) and workspace is None) else _audit_root(workspace)
+        result = diff(root, a, b, table, limit)
+    except Exception as err:  # noqa: BLE001
+        _fail(err)
+    if as_json:
+        _echo_json(result)
+    else:
+        for line in diff_lines(result):
+            typer.echo(line)
+
+
+@app.command(name="sql")
+def sql_cmd(query: Annotated[str, typer.Argument(help="A DuckDB query over the audit views (see README: Auditing).")],
+            workspace: WorkspaceOpt = None,
+            as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows.")] = False,
+            limit: Annotated[int, typer.Option("--limit", min=1, help="Most rows to print.")] = 1000) -> None:
+    """Query the workspace in SQL: iterations, metrics, artifacts, deps, prompts, samples, scored, selected."""
+    try:
+        from tasks.audit_sql import query as run_query
+
+        cols, rows = run_query(_audit_root(workspace), query, limit)
+    except Exception as err:  # noqa: BLE001
+        _fail(err)
+    if as_json:
+        _echo_json([dict(zip(cols, r)) for r in rows])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Table(show_lines=False)
+    for c in cols:
+        out.add_column(c, overflow="fold")
+    for r in rows:
+        out.add_row(*("—" if v is None else str(v) for v in r))
+    Console().print(out)
+
+
 def main() -> None:
     app()

@@ -17,6 +17,7 @@ import polars as pl
 from tasks.atomic import atomic_dir, read_json
 from tasks.config import Recipe, RewardConfig
 from tasks.modeling import load_tokenizer, render_prompts, resolve_model_ref
+from tasks.train import quiet_trainer
 
 MARKER = "reward.json"
 
@@ -100,7 +101,9 @@ def train_orm(policy_dir: Path, examples: pl.DataFrame, cfg: RewardConfig, seed:
                                  learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", seed=seed, data_seed=seed,
                                  save_strategy="no", report_to="none", disable_tqdm=True, remove_unused_columns=False,
                                  use_cpu=model.device.type == "cpu", logging_steps=max(1, cfg.train_steps // 5))
-        result = Trainer(model=model, args=args, train_dataset=data, data_collator=collate).train()
+        trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collate)
+        quiet_trainer(trainer)
+        result = trainer.train()
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -65,6 +65,20 @@ def _collate(pad_id: int):
     return collate
 
 
+def quiet_trainer(trainer) -> None:
+    """Send the Trainer's loss logs to the logging module instead of printing them to stdout,
+    which belongs to the command's own output (e.g. `--json`)."""
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+
+    class LogCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            log.info("step %s: %s", state.global_step, logs)
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(LogCallback())
+
+
 def sft(init_model: str | Path, examples: pl.DataFrame, cfg: TrainConfig, seed: int, out_dir: Path) -> dict:
     """Fine-tune `init_model` on `examples` (a `messages` column); save to `out_dir` atomically."""
     from transformers import Trainer, TrainingArguments
@@ -84,6 +98,7 @@ def sft(init_model: str | Path, examples: pl.DataFrame, cfg: TrainConfig, seed: 
             remove_unused_columns=False, use_cpu=model.device.type == "cpu",
         )
         trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=_collate(tokenizer.pad_token_id))
+        quiet_trainer(trainer)
         result = trainer.train()
     with atomic_dir(out_dir) as tmp:
         trainer.model.save_pretrained(tmp)

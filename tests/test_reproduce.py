@@ -1,0 +1,65 @@
+"""`flywheel reproduce` from a fresh clone: bit-for-bit on CPU, and tampering is reported exactly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import dvc, flywheel, git
+
+
+@pytest.fixture(scope="module")
+def fresh_clone(micro_workspace, tmp_path_factory) -> Path:
+    """A clone of the workspace elsewhere, with its data pulled from the DVC remote."""
+    clone = tmp_path_factory.mktemp("clone") / "ws"
+    subprocess.run(["git", "clone", "-q", str(micro_workspace), str(clone)], check=True)
+    dvc(clone, "pull", "-q")
+    return clone
+
+
+@pytest.mark.parametrize("it", ["1", "2"])
+def test_reproduce_iteration_bit_for_bit_from_a_fresh_clone(fresh_clone, it):
+    before = git(fresh_clone, "status", "--porcelain"), (fresh_clone / "dvc.lock").read_text()
+    proc = flywheel("reproduce", it, "-w", str(fresh_clone), "--json", check=False)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0, report["problems"]
+    assert report["ok"] and report["problems"] == []
+    paths = {a["path"] for a in report["artifacts"]}
+    assert {f"models/{int(it):04d}", f"data/iterations/{int(it):04d}/samples.parquet"} <= paths
+    assert all(a["status"] == "match" for a in report["artifacts"])
+    # the live workspace was only read
+    assert (git(fresh_clone, "status", "--porcelain"), (fresh_clone / "dvc.lock").read_text()) == before
+
+
+def test_reproduce_a_single_stage(fresh_clone):
+    report = json.loads(flywheel("reproduce", "2", "-w", str(fresh_clone), "--stage", "score", "--json").stdout)
+    assert {a["stage"] for a in report["artifacts"]} == {"score@0002"} and report["ok"]
+
+
+def test_tampered_remote_artifact_is_reported_exactly(micro_workspace, tmp_path):
+    # copy the workspace's remote, tamper with one object, and point a clone at the copy
+    remote = Path(dvc(micro_workspace, "remote", "list").split()[1])
+    bad_remote = tmp_path / "remote"
+    shutil.copytree(remote, bad_remote)
+    lock = yaml.safe_load((micro_workspace / "dvc.lock").read_text())["stages"]
+    target = next(o for o in lock["select@0002"]["outs"] if o["path"].endswith("selected.parquet"))
+    obj = bad_remote / "files" / "md5" / target["md5"][:2] / target["md5"][2:]
+    obj.chmod(0o644)
+    obj.write_bytes(obj.read_bytes() + b"tampered")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(micro_workspace), str(clone)], check=True)
+    dvc(clone, "remote", "modify", "--local", "origin", "url", str(bad_remote))
+    proc = flywheel("reproduce", "2", "-w", str(clone), "--verify-only", "--json", check=False)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    assert [p["path"] for p in report["problems"]] == ["data/iterations/0002/selected.parquet"]
+
+
+def test_unknown_iteration_is_a_clear_error(micro_workspace):
+    proc = flywheel("reproduce", "9", "-w", str(micro_workspace), check=False)
+    assert proc.returncode == 2 and "iteration 0009" in proc.stderr and "flywheel log" in proc.stderr
