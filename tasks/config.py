@@ -132,7 +132,7 @@ class VLLMConfig(_Model):
     tensor_parallel_size: int = Field(1, ge=1)
     data_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
-    max_model_len: int = Field(1024, ge=16)
+    max_model_len: int | None = Field(None, ge=16, description="default: the model's own limit")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     enforce_eager: bool = Field(False, description="skip CUDA graphs (always on for CPU)")
     cpu_kv_cache_gb: float = Field(1.0, gt=0, description="KV cache size on CPU; without it vLLM takes most RAM")

@@ -35,8 +35,10 @@ class VLLMBackend:
         from vllm import LLM
 
         kwargs = dict(model=resolve_model_ref(model_ref), dtype="float32" if cpu and cfg.dtype == "auto" else cfg.dtype,
-                      max_model_len=cfg.max_model_len, seed=seed, enforce_eager=cfg.enforce_eager or cpu,
+                      seed=seed, enforce_eager=cfg.enforce_eager or cpu,
                       tensor_parallel_size=cfg.tensor_parallel_size, enable_lora=lora_path is not None)
+        if cfg.max_model_len:
+            kwargs["max_model_len"] = cfg.max_model_len
         if not cpu:
             kwargs |= {"gpu_memory_utilization": cfg.gpu_memory_utilization,
                        "data_parallel_size": cfg.data_parallel_size}
