@@ -22,6 +22,8 @@ ConfigOpt = Annotated[Path | None, typer.Option(
 
 def _quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the ephemeral API server can take longer than Prefect's 20 s default on a busy 2-core box
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -130,7 +132,10 @@ def _print_status(records: list[dict]) -> None:
     for r in rows:
         table.add_row(*(_fmt(r[c]) for c in ("iteration", "status", "parent", "temperature", "train_coverage",
                                              "selected", "gate", "test_pass@1", "test_pass@k", "promoted")))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # logs and pipes: never squeeze the columns
+    console.print(table)
 
 
 @app.command()

@@ -8,7 +8,9 @@ Nothing is copied: the views read the JSON and Parquet files in place.
 
 from __future__ import annotations
 
+import csv
 import re
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -21,8 +23,16 @@ RECORD_COLUMNS = ("{iteration: 'VARCHAR', status: 'VARCHAR', parent: 'VARCHAR', 
                   "packages: 'JSON', choice: 'JSON', metrics: 'JSON', gate: 'JSON', eval: 'JSON', promotion: 'JSON'}")
 
 
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+def lit(value: str | int | list) -> str:
+    """A SQL literal. Bound parameters would be simpler, but DuckDB's Python client imports pandas
+    (~0.25 s) on the first bound parameter, and these commands should start fast."""
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"no literal for {value!r}")
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, list):
+        return "[" + ", ".join(lit(v) for v in value) + "]"
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def column_name(prefix: str, key: str) -> str:
@@ -45,7 +55,7 @@ def _iterations_view(con: duckdb.DuckDBPyConnection, root: Path) -> bool:
                CAST(promotion->>'$.promoted' AS BOOLEAN) AS promoted,
                promotion->>'$.reason' AS reason,
                packages, choice, metrics, gate, eval, promotion
-        FROM read_json({_lit(str(pattern))}, columns={RECORD_COLUMNS}, format='auto')""")
+        FROM read_json({lit(str(pattern))}, columns={RECORD_COLUMNS}, format='auto')""")
     return True
 
 
@@ -60,48 +70,49 @@ def _metrics_view(con: duckdb.DuckDBPyConnection) -> None:
         for key, kind in keys:
             path = f'$."{key}"'
             if kind == "OBJECT":
-                subs = con.execute(f"SELECT DISTINCT unnest(json_keys({src}, ?)) FROM iterations "
-                                   f"WHERE {src} IS NOT NULL ORDER BY 1", [path]).fetchall()
+                subs = con.execute(f"SELECT DISTINCT unnest(json_keys({src}, {lit(path)})) FROM iterations "
+                                   f"WHERE {src} IS NOT NULL ORDER BY 1").fetchall()
                 for (sub,) in subs:
-                    sub_path = _lit(path + '."' + sub + '"')
+                    sub_path = lit(path + '."' + sub + '"')
                     cols.setdefault(column_name(prefix, f"{key}_{sub}"), f"TRY_CAST({src}->>{sub_path} AS DOUBLE)")
             elif kind in ("DOUBLE", "UBIGINT", "BIGINT", "BOOLEAN"):
-                cols.setdefault(column_name(prefix, key), f"TRY_CAST({src}->>{_lit(path)} AS DOUBLE)")
+                cols.setdefault(column_name(prefix, key), f"TRY_CAST({src}->>{lit(path)} AS DOUBLE)")
     select = ", ".join(f'{expr} AS "{name}"' for name, expr in cols.items())
     con.execute(f"CREATE VIEW metrics AS SELECT iteration{', ' + select if select else ''} FROM iterations")
 
 
 def _lock_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
-    """`artifacts` and `deps`: every out / dep of every stage in dvc.lock at every iter-* tag."""
-    import pyarrow as pa
+    """`artifacts` and `deps`: every out / dep of every stage in dvc.lock at every iter-* tag.
 
+    Rows go through a temporary CSV file: DuckDB's reader is fast, and registering Python or Arrow
+    objects would import pandas/pyarrow (a quarter of a second) on every `flywheel sql`."""
     h = History(root)
     h.prefetch(h.iterations, ["dvc.lock"])
-    names = ("tag", "iteration", "commit", "stage", "stage_iteration", "path", "md5", "size", "nfiles")
-    outs: dict[str, list] = {n: [] for n in names}
-    deps: dict[str, list] = {n: [] for n in names}
-    for it in h.iterations:
-        for s in h.lock(it).values():
-            for table, entries in ((outs, s.outs), (deps, s.deps)):
-                for e in entries:
-                    for n, v in zip(names, (f"iter-{it}", it, h.commits[it], s.name, s.iteration, e.path, e.md5,
-                                            e.size, e.nfiles), strict=True):
-                        table[n].append(v)
-    schema = pa.schema([(n, pa.int64() if n in ("size", "nfiles") else pa.string()) for n in names])
-    for view, data in (("artifacts", outs), ("deps", deps)):
-        con.register(f"_{view}", pa.table(data, schema=schema))
-        con.execute(f"CREATE VIEW {view} AS SELECT * FROM _{view}")
+    columns = ("{tag: 'VARCHAR', iteration: 'VARCHAR', commit: 'VARCHAR', stage: 'VARCHAR', "
+               "stage_iteration: 'VARCHAR', path: 'VARCHAR', md5: 'VARCHAR', size: 'BIGINT', nfiles: 'BIGINT'}")
+    with tempfile.TemporaryDirectory(prefix="flywheel-audit-") as tmp:
+        files = {view: Path(tmp) / f"{view}.csv" for view in ("artifacts", "deps")}
+        with files["artifacts"].open("w", newline="") as fo, files["deps"].open("w", newline="") as fd:
+            writers = {"outs": csv.writer(fo), "deps": csv.writer(fd)}
+            for it in h.iterations:
+                for s in h.lock(it).values():
+                    for kind, entries in (("outs", s.outs), ("deps", s.deps)):
+                        writers[kind].writerows((f"iter-{it}", it, h.commits[it], s.name, s.iteration, e.path, e.md5,
+                                                 e.size, e.nfiles) for e in entries)
+        for view, path in files.items():
+            con.execute(f"CREATE TABLE {view} AS SELECT * FROM read_csv({lit(str(path))}, header=false, "
+                        f"columns={columns}, quote='\"', escape='\"', nullstr='')")
 
 
 def _parquet_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     prompts = root / "data" / "prompts" / "prompts.parquet"
     if prompts.is_file():
-        con.execute(f"CREATE VIEW prompts AS SELECT * FROM read_parquet({_lit(str(prompts))})")
+        con.execute(f"CREATE VIEW prompts AS SELECT * FROM read_parquet({lit(str(prompts))})")
     for name in ITERATION_TABLES:
         files = sorted((root / "data" / "iterations").glob(f"[0-9][0-9][0-9][0-9]/{name}.parquet"))
         if not files:
             continue
-        src = f"read_parquet({_lit(str(root / 'data' / 'iterations' / '*' / f'{name}.parquet'))}, " \
+        src = f"read_parquet({lit(str(root / 'data' / 'iterations' / '*' / f'{name}.parquet'))}, " \
               "filename=true, union_by_name=true)"
         have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
         drop = ", ".join(c for c in ("filename", "iteration") if c in have)

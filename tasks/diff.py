@@ -13,15 +13,12 @@ from typing import Any
 
 import duckdb
 
+from tasks.audit_sql import lit
 from tasks.errors import WorkspaceError
 from tasks.lock_history import History, cache_object, flatten
 
 KEYS = {"samples": ("prompt_id", "sample_idx"), "scored": ("prompt_id", "sample_idx"),
         "selected": ("prompt_id", "sample_idx"), "prompts": ("prompt_id",)}
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _key_for(con: duckdb.DuckDBPyConnection, table: str | None) -> tuple[str, ...]:
@@ -44,8 +41,8 @@ def diff_tables(a: Path, b: Path, table: str | None = None, limit: int = 10) -> 
         if not Path(p).is_file():
             raise WorkspaceError("table not found.", file=str(p), fix="give a Parquet file path or an iteration id.")
     con = duckdb.connect()
-    con.execute(f"CREATE VIEW a AS SELECT * FROM read_parquet({_lit(str(a))})")
-    con.execute(f"CREATE VIEW b AS SELECT * FROM read_parquet({_lit(str(b))})")
+    con.execute(f"CREATE VIEW a AS SELECT * FROM read_parquet({lit(str(a))})")
+    con.execute(f"CREATE VIEW b AS SELECT * FROM read_parquet({lit(str(b))})")
     key = _key_for(con, table)
     k = ", ".join(key)
     con.execute(f"CREATE TEMP TABLE ka AS SELECT DISTINCT {k} FROM a")

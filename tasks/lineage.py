@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tasks.audit_sql import lit
 from tasks.errors import WorkspaceError
 from tasks.layout import tag_for
 from tasks.lock_history import Entry, History, Stage, cache_object
@@ -121,7 +122,7 @@ def _parquet_rows(h: History, arts: dict[str, dict]) -> None:
     con = duckdb.connect()
     files = [f for f, _ in local.values()]
     try:
-        counts = dict(con.execute("SELECT file_name, num_rows FROM parquet_file_metadata(?)", [files]).fetchall())
+        counts = dict(con.execute(f"SELECT file_name, num_rows FROM parquet_file_metadata({lit(files)})").fetchall())
     except duckdb.Error:
         counts = {}
     for path, (f, source) in local.items():
@@ -130,8 +131,8 @@ def _parquet_rows(h: History, arts: dict[str, dict]) -> None:
     prompts = h.layout.rel(h.layout.prompts)
     if prompts in local:
         try:
-            rows = con.execute("SELECT split, count(*) FROM read_parquet(?) GROUP BY split ORDER BY split",
-                               [local[prompts][0]]).fetchall()
+            rows = con.execute(f"SELECT split, count(*) FROM read_parquet({lit(local[prompts][0])}) "
+                               "GROUP BY split ORDER BY split").fetchall()
             arts[prompts]["splits"] = {s: int(n) for s, n in rows}
         except duckdb.Error:
             pass
@@ -284,10 +285,11 @@ def example_lineage(root: Path, prompt_id: str, sample_idx: int, *, table: str =
     con = duckdb.connect()
     found: list[dict] = []
     if files:
-        found = [dict(zip(("iteration", "score"), r)) for r in con.execute(
-            "SELECT regexp_extract(filename, '([0-9]{4})/[a-z_]+\\.parquet$', 1) AS it, score "
-            "FROM read_parquet(?, filename=true, union_by_name=true) WHERE prompt_id = ? AND sample_idx = ? "
-            "ORDER BY it", [[str(f) for f in files], prompt_id, int(sample_idx)]).fetchall()]
+        where = f"prompt_id = {lit(prompt_id)} AND sample_idx = {lit(int(sample_idx))}"
+        found = [{"iteration": r[0], "rows": int(r[1])} for r in con.execute(
+            "SELECT regexp_extract(filename, '([0-9]{4})/[a-z_]+\\.parquet$', 1) AS it, count(*) "
+            f"FROM read_parquet({lit([str(f) for f in files])}, filename=true, union_by_name=true) WHERE {where} "
+            "GROUP BY it ORDER BY it").fetchall()]
     if not found:
         raise WorkspaceError(f"training example {prompt_id}:{sample_idx} not found in any finished iteration's "
                              f"{table}.parquet.", file=str(h.root),
@@ -297,8 +299,7 @@ def example_lineage(root: Path, prompt_id: str, sample_idx: int, *, table: str =
         scored = h.layout.scored(f["iteration"])
         if scored.is_file():
             cols = ("correct", "reward", "score", "temperature", "seed", "model_hash", "extracted_answer")
-            row = con.execute(f"SELECT {', '.join(cols)} FROM read_parquet(?) WHERE prompt_id = ? AND sample_idx = ?",
-                              [str(scored), prompt_id, int(sample_idx)]).fetchone()
+            row = con.execute(f"SELECT {', '.join(cols)} FROM read_parquet({lit(str(scored))}) WHERE {where}").fetchone()
             f["sample"] = dict(zip(cols, row)) if row else None
     return {"example": {"prompt_id": prompt_id, "sample_idx": int(sample_idx), "table": table}, "found_in": found,
             "lineages": [iteration_lineage(h.root, f["iteration"], history=h) for f in found]}

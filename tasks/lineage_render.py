@@ -145,8 +145,8 @@ def example_tree(result: dict):
     tree = Tree(f"[bold]example {escape(ex['prompt_id'])}:{ex['sample_idx']}[/] (in {ex['table']}.parquet)")
     for found, lin in zip(result["found_in"], result["lineages"], strict=True):
         sample = found.get("sample") or {}
-        node = tree.add(escape(f"iteration {found['iteration']}: score {found.get('score')} · "
-                               + ", ".join(f"{k} {v}" for k, v in sample.items())))
+        node = tree.add(escape(f"iteration {found['iteration']} (sample: "
+                               + ", ".join(f"{k} {v}" for k, v in sample.items()) + ")"))
         node.add(lineage_tree(lin))
     return tree
 
