@@ -158,6 +158,20 @@ def _ancestry(lock: dict[str, Stage], producers: dict[str, Stage], model_path: s
     return out
 
 
+def _runs(h: History, its: set[str]) -> dict[str, dict]:
+    """Per iteration that ran any stage shown: the run record's code revision, package versions and
+    decision (so an upstream checkpoint's code is its own iteration's, not the queried one's)."""
+    its = sorted(i for i in its if i in h.commits)
+    h.prefetch([], [], [(i, h.layout.rel(h.layout.record(i))) for i in its])
+    out = {}
+    for i in its:
+        r = h.record(i)
+        out[i] = {"status": r.get("status"), "finished": r.get("finished"), "code": r.get("code"),
+                  "packages": r.get("packages"), "gate_passed": (r.get("gate") or {}).get("passed"),
+                  "promoted": (r.get("promotion") or {}).get("promoted")}
+    return out
+
+
 def iteration_lineage(root: Path, it: str | int, *, history: History | None = None) -> dict[str, Any]:
     """The recorded chain behind one finished iteration, from prompts to the promotion decision."""
     h = history or History(Path(root))
@@ -192,6 +206,7 @@ def iteration_lineage(root: Path, it: str | int, *, history: History | None = No
         "stages": {n: _stage_json(lock[n]) for n in names},
         "artifacts": arts,
         "ancestry": _ancestry(lock, producers, roles.get("checkpoint") or roles.get("parent_model")),
+        "runs": _runs(h, {lock[n].iteration for n in names}),
     }
 
 
@@ -234,11 +249,9 @@ def find_artifact(root: Path, query: str) -> dict[str, Any]:
         if len(distinct) > 1:
             raise WorkspaceError(f"hash prefix {q!r} is ambiguous: matches {', '.join(d[:12] for d in distinct)}.",
                                  fix="give more characters of the md5.")
-        producers = sorted({(s.iteration, s.name, o.path) for _, s, o in hits})
-        if producers:
-            first_it, first_name, first_path = producers[0]
-            also = [f"{n}:{p}" for _, n, p in producers[1:]]
-            match = _stage_at(h, first_it, first_name, first_path)
+        if hits:  # the first tag that recorded this content, and the stage that produced it there
+            match = hits[0]
+            also = sorted({f"{s.name}:{o.path}" for _, s, o in hits} - {f"{match[1].name}:{match[2].path}"})
     else:
         for it in reversed(h.iterations):
             p = h.producers(it).get(path)
@@ -250,15 +263,16 @@ def find_artifact(root: Path, query: str) -> dict[str, Any]:
         raise WorkspaceError(f"{what} not found in dvc.lock at any iter-* tag.", file=str(h.root),
                              fix=f"list recorded artifacts with `flywheel sql \"SELECT DISTINCT path, md5 FROM "
                                  f"artifacts\" -w {h.root}`.")
-    it, stage, out = match
-    lineage = iteration_lineage(h.root, it, history=h)
-    lock = h.lock(it)
-    names = _closure(lock, h.producers(it), [stage.name])
-    extra = [n for n in names if n not in lineage["stages"]]
-    lineage["stages"].update({n: _stage_json(lock[n]) for n in extra})
-    lineage["artifacts"] = {**_artifacts(h, it, names, [stage.name]), **lineage["artifacts"]}
+    tag_it, stage, out = match
+    it = stage.iteration if stage.iteration in h.commits else tag_it
+    lineage = iteration_lineage(h.root, it, history=h)  # the producing iteration: run, gate, decision
+    lock = h.lock(tag_it)  # the upstream chain as recorded where this content was recorded
+    names = _closure(lock, h.producers(tag_it), [stage.name])
+    lineage["stages"].update({n: _stage_json(lock[n]) for n in names})
+    lineage["artifacts"].update(_artifacts(h, tag_it, names, [stage.name]))
+    lineage["runs"] = _runs(h, {lock[n].iteration for n in names} | set(lineage["runs"]))
     lineage["target"] = {"query": query, "path": out.path, "md5": out.md5, "size": out.size, "nfiles": out.nfiles,
-                         "stage": stage.name, "iteration": it, "tag": tag_for(it), "upstream": names,
+                         "stage": stage.name, "iteration": it, "tag": tag_for(tag_it), "upstream": names,
                          "also_produced_by": also}
     return lineage
 

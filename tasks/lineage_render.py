@@ -36,7 +36,8 @@ def _value(v: Any) -> str:
 def artifact_line(a: dict) -> str:
     """`path  md5 1a2b3c4d  12.3 kB  32 rows ← stage` (short, but the full md5 is in --json)."""
     parts = [a["path"], f"md5 {(a.get('md5') or '?')[:8]}{'.dir' if a.get('is_dir') else ''}"]
-    parts.append(f"{a['nfiles']} files, {_size(a.get('size'))}" if a.get("nfiles") else _size(a.get("size")))
+    n = a.get("nfiles")
+    parts.append(f"{n} file{'s' if n != 1 else ''}, {_size(a.get('size'))}" if n else _size(a.get("size")))
     if a.get("rows") is not None:
         splits = a.get("splits")
         parts.append(f"{a['rows']} rows" + (f" ({', '.join(f'{k} {v}' for k, v in splits.items())})"
@@ -103,7 +104,7 @@ def lineage_tree(lin: dict):
     if target:
         if target.get("also_produced_by"):
             tree.add(f"same content also produced by: {escape(', '.join(target['also_produced_by']))}")
-        _upstream(tree.add("[bold]upstream[/]"), target["path"], arts, stages, set())
+        _upstream(tree.add("[bold]upstream[/]"), target["path"], arts, stages, lin.get("runs") or {}, set())
     else:
         shown: set[str] = set()
         for role, path in lin["chain"].items():
@@ -120,7 +121,7 @@ def lineage_tree(lin: dict):
     return tree
 
 
-def _upstream(parent, path: str, arts: dict, stages: dict, seen: set[str]) -> None:
+def _upstream(parent, path: str, arts: dict, stages: dict, runs: dict, seen: set[str]) -> None:
     from rich.markup import escape
 
     a = arts.get(path) or {"path": path}
@@ -132,9 +133,11 @@ def _upstream(parent, path: str, arts: dict, stages: dict, seen: set[str]) -> No
     s = stages.get(a.get("stage") or "")
     if s is None:
         return
-    node.add(f"[dim]{escape(stage_line(s))} · {escape(_params_line(s))}[/]")
+    code = ((runs.get(s["iteration"]) or {}).get("code") or {}).get("commit")
+    code_note = f" · code {code[:10]}" if code else ""
+    node.add(f"[dim]{escape(stage_line(s))} · {len(s['params'])} params (see --json){code_note}[/]")
     for dep in s["deps"]:
-        _upstream(node, dep["path"], arts, stages, seen)
+        _upstream(node, dep["path"], arts, stages, runs, seen)
 
 
 def example_tree(result: dict):

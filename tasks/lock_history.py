@@ -23,7 +23,7 @@ from tasks.errors import WorkspaceError
 from tasks.layout import ITERATION_ID, Layout, iteration_id, tag_for
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_STAGE_LINE = re.compile(r"^  (?=\S)(?!-)", re.M)  # a stage key: two spaces of indentation under `stages:`
+_STAGE_LINE = re.compile(r"^  (?=\S)(?!-)", re.MULTILINE)  # a stage key: two spaces of indentation under `stages:`
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def _stage_from(name: str, raw: dict) -> Stage:
 
 def parse_lock(text: str) -> dict[str, Stage]:
     """dvc.lock text -> stages by name. Splits at the stage keys; falls back to one full parse."""
-    head, sep, body = text.partition("\nstages:\n")
+    _, sep, body = text.partition("\nstages:\n")
     if sep:
         starts = [m.start() for m in _STAGE_LINE.finditer(body)]
         chunks = [body[a:b] for a, b in zip(starts, [*starts[1:], len(body)], strict=True)]
@@ -133,7 +133,7 @@ class History:
     """The workspace's finished iterations (tags) and the files committed at each."""
 
     def __init__(self, root: Path) -> None:
-        self.layout = Layout(Path(root))
+        self.layout = Layout(Path(root).resolve())
         self.root = self.layout.root
         self._blobs: dict[str, bytes | None] = {}
         self._locks: dict[str, dict[str, Stage]] = {}
@@ -206,7 +206,7 @@ class History:
 
 
 def _git(root: Path, *args: str) -> str:
-    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    proc = subprocess.run(["git", *args], check=False, cwd=root, capture_output=True, text=True)
     if proc.returncode:
         raise WorkspaceError(f"git {args[0]} failed: {proc.stderr.strip()[:200]}", file=str(root),
                              fix="check that the folder is a flywheel workspace (a git repo).")
@@ -215,7 +215,7 @@ def _git(root: Path, *args: str) -> str:
 
 def _cat_file(root: Path, specs: list[str]) -> dict[str, bytes | None]:
     """`git cat-file --batch`: the same bytes as `git show SPEC`, for many specs in one process."""
-    proc = subprocess.run(["git", "cat-file", "--batch"], cwd=root, input="\n".join(specs).encode() + b"\n",
+    proc = subprocess.run(["git", "cat-file", "--batch"], check=False, cwd=root, input="\n".join(specs).encode() + b"\n",
                           capture_output=True)
     if proc.returncode:
         raise WorkspaceError(f"git cat-file failed: {proc.stderr.decode().strip()[:200]}", file=str(root))

@@ -16,7 +16,7 @@ from tests.conftest import ROOT, flywheel, git
 def readme_queries() -> list[str]:
     text = (ROOT / "README.md").read_text()
     section = text.split("## Auditing", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```sql\n(.*?)```", section, re.S)
+    return re.findall(r"```sql\n(.*?)```", section, re.DOTALL)
 
 
 def test_readme_has_three_queries():

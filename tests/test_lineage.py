@@ -7,6 +7,7 @@ import json
 
 import duckdb
 import pyarrow.parquet as pq
+import pydot
 import pytest
 import yaml
 
@@ -157,6 +158,10 @@ def test_dot_and_mermaid_show_the_chain(micro_workspace):
     assert '"a:models/0001" -> "s:generate@0002";' in dot
     assert '"s:generate@0002" -> "a:data/iterations/0002/samples.parquet";' in dot
     assert samples_md5[:8] in dot
+    graph = pydot.graph_from_dot_data(dot)[0]  # valid DOT, one node per artifact and stage of the lineage
+    lin = iteration_lineage(micro_workspace, 2)
+    names = {n.get_name().strip('"') for n in graph.get_nodes()} - {"node"}
+    assert names == {f"a:{p}" for p in lin["artifacts"]} | {f"s:{n}" for n in lin["stages"]}
     mermaid = flywheel("lineage", "2", "-w", str(micro_workspace), "--mermaid").stdout
     assert mermaid.startswith("flowchart LR")
     assert "generate@0002" in mermaid and "models/0002" in mermaid and samples_md5[:8] in mermaid
