@@ -23,6 +23,7 @@ from bench._common import print_table
 from bench.orchestration_overhead import bare_run
 from tasks.atomic import read_json
 from tasks.layout import Layout
+from tasks.report import pass_at_k_entry
 
 VARIANTS = {
     "B-STaR": {"calibrate": {"enabled": True}, "reward": {"source": "train"}},
@@ -44,19 +45,23 @@ def run_variant(config: Path, overrides: dict, root: Path, iterations: int) -> d
     recipe_path.write_text(yaml.safe_dump(recipe))
     start = time.perf_counter()
     bare_run(recipe_path, root, iterations)
+    return read_rows(root, iterations) | {"seconds": time.perf_counter() - start}
+
+
+def read_rows(root: Path, iterations: int) -> dict:
+    """Per-iteration figures of a finished workspace (or bare run folder)."""
     layout = Layout(root)
     rows = []
     for i in range(iterations + 1):
         it = f"{i:04d}"
         ev = read_json(layout.eval(it))
         metrics = read_json(layout.metrics(it)) if i else {}
-        k_key = next(k for k in ev if k.startswith("pass@") and k not in ("pass@1", "pass@1_sampled")
-                     and not isinstance(ev[k], dict))
+        k_key = pass_at_k_entry(ev)[0]
         choice = read_json(layout.choice(it)) if i else {}
         rows.append({"iteration": i, "pass@1": ev["pass@1"], "pass@k": ev[k_key],
                      "distinct_ratio": metrics.get("distinct_correct_ratio"),
                      "temperature": choice.get("temperature"), "threshold": choice.get("threshold")})
-    return {"rows": rows, "seconds": time.perf_counter() - start}
+    return {"rows": rows, "seconds": float("nan")}
 
 
 def main() -> None:
@@ -64,10 +69,15 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=Path("configs/tiny-arith.yaml"))
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--bstar-workspace", type=Path,
+                    help="reuse a finished B-STaR run (e.g. the default workspace) instead of running that arm")
     args = ap.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="flywheel-methods-") as tmp:
         for name, over in VARIANTS.items():
+            if name == "B-STaR" and args.bstar_workspace:
+                results[name] = read_rows(args.bstar_workspace.resolve(), args.iterations)
+                continue
             results[name] = run_variant(args.config.resolve(), over, Path(tmp) / name, args.iterations)
     header = ["iteration"] + [f"{m} {col}" for m in results for col in ("pass@1", "pass@K", "distinct", "T", "thr")]
     rows = []

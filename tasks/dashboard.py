@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from tasks.atomic import write_text
-from tasks.report import status_row
+from tasks.report import pass_at_k_entry, status_row
 
 CURVES = {
     "held-out test": [("test_pass@1", "pass@1 (greedy)"), ("test_pass@k", "pass@K")],
@@ -26,7 +26,7 @@ def metrics_frame(records: list[dict]) -> pl.DataFrame:
     rows = []
     for rec in records:
         metrics = rec.get("metrics") or {}
-        k_key = next((key for key in metrics if key.startswith("pass@") and "-" not in key and key != "pass@1"), None)
+        k_key = pass_at_k_entry(metrics)[0]
         row = {**status_row(rec), **{k: v for k, v in metrics.items() if isinstance(v, int | float)}}
         row["pass@k"] = metrics.get(k_key) if k_key else None
         row["iteration_n"] = int(rec["iteration"])

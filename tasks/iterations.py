@@ -12,6 +12,7 @@ from tasks.pipeline import BASELINE, IterationVars, read_iteration_vars, write_i
 from tasks.provenance import code_revision, package_versions
 from tasks.recipe import load_recipe, recipe_to_yaml
 from tasks.recovery import mark_progress
+from tasks.report import pass_at_k_entry
 from tasks.versioning import commit_and_tag, push, tags
 
 
@@ -122,8 +123,8 @@ def write_plot_data(layout: Layout) -> None:
     rows = ["iteration,pass@1,pass@k"]
     for path in sorted((layout.root / "data" / "iterations").glob("*/eval.json")):
         ev = read_json(path)
-        pk = next((v for k, v in ev.items() if k.startswith("pass@") and k not in ("pass@1", "pass@1_sampled")
-                   and not isinstance(v, dict)), "")
+        pk = pass_at_k_entry(ev)[1]
+        pk = "" if pk is None else pk
         rows.append(f"{int(path.parent.name)},{ev['pass@1']},{pk}")
     write_text(layout.root / "data" / "plots" / "eval.csv", "\n".join(rows) + "\n")
     pool = ["iteration," + ",".join(PLOT_POOL_KEYS)]

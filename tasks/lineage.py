@@ -16,6 +16,7 @@ from tasks.audit_sql import lit
 from tasks.errors import WorkspaceError
 from tasks.layout import tag_for
 from tasks.lock_history import Entry, History, Stage, cache_object
+from tasks.report import pass_at_k_entry
 from tasks.seeds import derive_seed
 
 # The stage key each stage passes to derive_seed (see tasks/pipeline.py::_stage_fns): the baseline
@@ -328,8 +329,7 @@ def iteration_log(root: Path) -> list[dict[str, Any]]:
     for it in h.iterations:
         r = h.record(it)
         ev, choice, gate, promo = (r.get(k) or {} for k in ("eval", "choice", "gate", "promotion"))
-        k_key = next((k for k, v in ev.items() if k.startswith("pass@") and k not in ("pass@1", "pass@1_sampled")
-                      and not isinstance(v, dict)), None)
+        k_key = pass_at_k_entry(ev)[0]
         rows.append({"iteration": it, "commit": h.commits[it], "finished": r.get("finished"),
                      "status": r.get("status"), "parent": r.get("parent"),
                      "temperature": choice.get("temperature"), "threshold": choice.get("threshold"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -11,14 +12,21 @@ def _fmt(v) -> str:
     return "—" if v is None else str(v)
 
 
+def pass_at_k_entry(ev: dict) -> tuple[str | None, float | None]:
+    """The sampled pass@K figure of an eval/metrics dict, whose key depends on K (e.g. pass@8)."""
+    for key, value in ev.items():
+        if re.fullmatch(r"pass@\d+", key) and key != "pass@1" and not isinstance(value, dict):
+            return key, value
+    return None, None
+
+
 def status_row(record: dict) -> dict:
     """One flat row per iteration: the figures people compare night to night."""
     ev = record.get("eval") or {}
     metrics = record.get("metrics") or {}
     choice = record.get("choice") or {}
     promo = record.get("promotion") or {}
-    pass_k = next((v for k, v in ev.items() if k.startswith("pass@") and k not in ("pass@1", "pass@1_sampled")
-                   and not isinstance(v, dict)), None)
+    pass_k = pass_at_k_entry(ev)[1]
     return {
         "iteration": record["iteration"], "status": record.get("status"), "parent": record.get("parent"),
         "finished": record.get("finished"), "temperature": choice.get("temperature"),
