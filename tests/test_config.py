@@ -36,7 +36,10 @@ def test_default_recipe_loads():
     recipe = load_recipe(DEFAULT)
     assert recipe.run.name == "tiny-arith"
     assert isinstance(recipe.prompts.source, ArithSource)
-    assert recipe.prompts.source.seed_mix == [0.45, 0.40, 0.10, 0.05]
+    src = recipe.prompts.source
+    assert len(src.seed_mix) == src.max_steps and src.seed_mix[-1] > 0  # some longest-chain seeds
+    # the embedded default runs B-STaR: a real continuous reward and per-iteration calibration
+    assert recipe.reward.source == "train" and recipe.calibrate.enabled
     assert isinstance(recipe.model.init, TinyLlamaInit)
     assert recipe.generate.k == 8
     assert recipe.generate.batch_size == 100
