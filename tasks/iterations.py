@@ -9,7 +9,7 @@ from pathlib import Path
 from tasks.atomic import read_json, write_json, write_text
 from tasks.layout import Layout, iteration_id, tag_for
 from tasks.pipeline import BASELINE, IterationVars, read_iteration_vars, write_iteration_vars
-from tasks.provenance import code_revision, package_versions
+from tasks.provenance import code_revision, compute_device, package_versions
 from tasks.recipe import load_recipe, recipe_to_yaml
 from tasks.recovery import mark_progress
 from tasks.report import pass_at_k_entry
@@ -104,6 +104,7 @@ def finish_iteration(layout: Layout, it: str, *, started: str, status: str) -> d
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code": code_revision(),
         "packages": package_versions(),
+        "device": compute_device(),
     }
     mark_progress(layout, f"finish@{it}")
     write_json(layout.record(it), record)

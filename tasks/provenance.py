@@ -33,3 +33,11 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+@cache
+def compute_device() -> str:
+    """Where the stages ran: 'cpu' (bit-for-bit reproducible) or the CUDA device name."""
+    import torch
+
+    return f"cuda:{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"

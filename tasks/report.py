@@ -37,7 +37,7 @@ def status_row(record: dict) -> dict:
     }
 
 
-def iteration_markdown(record: dict, dashboard: Path | None = None) -> str:
+def iteration_markdown(record: dict, dashboard: Path | None = None, data_docs: Path | None = None) -> str:
     row = status_row(record)
     lines = [f"# flywheel iteration {record['iteration']}: {record.get('status')}", "",
              "| metric | value |", "|---|---|"]
@@ -49,4 +49,6 @@ def iteration_markdown(record: dict, dashboard: Path | None = None) -> str:
         lines += ["", "**Gate failures:**", *[f"- {f}" for f in gate["failures"]]]
     if dashboard is not None:
         lines += ["", f"Dashboard (all iterations): [{dashboard.name}](file://{dashboard})"]
+    if data_docs is not None and data_docs.is_file():
+        lines += ["", f"Data gate report (Great Expectations Data Docs): [{data_docs.name}](file://{data_docs})"]
     return "\n".join(lines) + "\n"

@@ -158,8 +158,40 @@ def rerun(clone: Layout, it: str, only: str | None = None) -> list[ArtifactCheck
     return checks
 
 
+NONDETERMINISTIC_STAGES = ("calibrate", "generate", "score", "select", "check", "train", "evaluate", "promote",
+                           "warmup", "baseline", "reward")
+METRIC_TOLERANCE = 0.02
+
+
+def deterministic(record: dict) -> bool:
+    """Bit-for-bit comparison only holds on CPU; GPU kernels (and vLLM on GPU) are not deterministic."""
+    from tasks.provenance import compute_device
+
+    return record.get("device", "cpu") == "cpu" and compute_device() == "cpu"
+
+
+def relax_for_gpu(checks: list[ArtifactCheck], recorded_eval: dict | None, reproduced_eval: dict | None,
+                  tolerance: float = METRIC_TOLERANCE) -> tuple[list[ArtifactCheck], list[str]]:
+    """On a non-deterministic backend, hash mismatches of model-derived outputs are expected: mark them
+    and judge the iteration by its held-out metrics within `tolerance` instead."""
+    notes = [f"GPU run: outputs of sampling and training are not bit-for-bit reproducible; comparing "
+             f"held-out metrics within {tolerance} instead of hashes"]
+    ok = True
+    if recorded_eval and reproduced_eval:
+        for key in ("pass@1", "pass@1_sampled"):
+            if key in recorded_eval and key in reproduced_eval:
+                delta = abs(recorded_eval[key] - reproduced_eval[key])
+                ok &= delta <= tolerance
+                notes.append(f"{key}: recorded {recorded_eval[key]:.4f}, reproduced {reproduced_eval[key]:.4f} "
+                             f"(|delta| {delta:.4f} {'<=' if delta <= tolerance else '>'} {tolerance})")
+    out = [ArtifactCheck(c.stage, c.path, c.recorded, c.reproduced,
+                         "within-tolerance" if ok else "MISMATCH")
+           if c.status == "MISMATCH" and c.stage.split("@")[0] in NONDETERMINISTIC_STAGES else c for c in checks]
+    return out, notes
+
+
 def summary(checks: list[ArtifactCheck]) -> dict:
-    bad = [c for c in checks if c.status not in ("match",)]
+    bad = [c for c in checks if c.status not in ("match", "within-tolerance")]
     return {"ok": not bad, "checked": len(checks), "problems": [asdict(c) for c in bad]}
 
 

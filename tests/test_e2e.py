@@ -86,3 +86,14 @@ def test_dvc_plots_and_dashboard_are_written(micro_workspace, tmp_path):
     assert pool[0].startswith("iteration,pass@1,coverage") and len(pool) == 3
     assert (micro_workspace / "reports/dashboard.png").is_file()
     assert "reports/" in (micro_workspace / ".gitignore").read_text()
+
+
+def test_a_retried_stage_rewrites_its_output_without_duplicating_rows(micro_workspace, tmp_path):
+    clone = tmp_path / "retry"
+    subprocess.run(["git", "clone", "-q", str(micro_workspace), str(clone)], check=True)
+    dvc(clone, "pull", "-q")
+    scored = clone / "data/iterations/0002/scored.parquet"
+    before = scored.read_bytes()
+    for _ in range(2):  # what a Prefect retry does: run the same stage again
+        flywheel("stage", "score", "--iteration", "2", "--workspace", str(clone))
+    assert scored.read_bytes() == before

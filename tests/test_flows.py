@@ -39,3 +39,10 @@ def test_markdown_artifact_shows_metrics_and_the_decision():
 def test_markdown_links_the_dashboard(tmp_path):
     md = iteration_markdown(RECORD, tmp_path / "dashboard.html")
     assert f"file://{tmp_path}/dashboard.html" in md
+
+
+def test_markdown_links_the_data_docs_when_written(tmp_path):
+    docs = tmp_path / "summary.html"
+    assert "Data gate report" not in iteration_markdown(RECORD, None, docs)
+    docs.write_text("<html></html>")
+    assert f"file://{docs}" in iteration_markdown(RECORD, None, docs)
