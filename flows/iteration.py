@@ -46,8 +46,8 @@ def iteration_flow(root: str, nxt: NextIteration) -> dict:
         stage(name, nxt.it)(root, name, nxt.it, resume=nxt.resuming)
     record = finish_iteration(layout, nxt.it, started=started, status=status)
     dashboard = write_dashboard(load_records(layout), layout.root / "reports")
-    create_markdown_artifact(key=f"iteration-{nxt.it}", markdown=iteration_markdown(record, dashboard["html"], layout.data_docs(nxt.it) / "summary.html"),
-                             description=f"flywheel iteration {nxt.it}")
+    markdown = iteration_markdown(record, dashboard["html"], layout.data_docs(nxt.it) / "summary.html")
+    create_markdown_artifact(key=f"iteration-{nxt.it}", markdown=markdown, description=f"flywheel iteration {nxt.it}")
     if status == "gate-failed":
         failures = "; ".join(record["gate"]["failures"])
         logger.error("iteration %s: data gate failed (%s); training skipped, parent kept", nxt.it, failures)
