@@ -41,7 +41,7 @@ class AnswerMatchVerifier:
 
     def verify(self, samples: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
         gold = prompts.select("prompt_id", _normalise_number(pl.col("answer")).alias("_gold"))
-        out = samples.join(gold, on="prompt_id", how="left").with_columns(
+        out = samples.join(gold, on="prompt_id", how="left", maintain_order="left").with_columns(
             extracted_answer=extract_answer(pl.col("text")))
         return out.with_columns(
             correct=(pl.col("extracted_answer") == pl.col("_gold")).fill_null(False)).drop("_gold")
@@ -58,37 +58,38 @@ class ArithChainVerifier(AnswerMatchVerifier):
     name = "arith_chain"
 
     def equation_checks(self, samples: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
-        """Per sample: n_equations and chain_ok."""
+        """Per row of `samples`, in order: prompt_id, sample_idx, n_equations and chain_ok. Rows are
+        keyed by position, so tables that repeat (prompt_id, sample_idx), such as probe samples at
+        several temperatures, are judged row by row."""
+        row = ["_row"]
         qnums = prompts.select("prompt_id", pl.col("text").str.extract_all(r"\d+")
                                .cast(pl.List(pl.Int64), strict=False).alias("_q"))
-        eqs = (samples.select(*KEY, pl.col("text").str.extract_all(EQUATION).alias("_eq"))
+        rows = samples.select(*KEY, "text").with_row_index("_row")
+        eqs = (rows.select("_row", "prompt_id", pl.col("text").str.extract_all(EQUATION).alias("_eq"))
                .explode("_eq").drop_nulls("_eq")
-               .with_columns(_j=pl.int_range(pl.len()).over(KEY))
+               .with_columns(_j=pl.int_range(pl.len()).over(row))
                .with_columns(*[pl.col("_eq").str.extract(EQUATION, i).alias(n) for i, n in
                                ((1, "_a"), (2, "_op"), (3, "_b"), (4, "_c"))])
                .with_columns(pl.col("_a", "_b", "_c").cast(pl.Int64, strict=False))
                .join(qnums, on="prompt_id", how="left")
-               .with_columns(_prev=pl.col("_c").shift(1).over(KEY, order_by="_j")))
+               .with_columns(_prev=pl.col("_c").shift(1).over(row, order_by="_j")))
         ok = (pl.when(pl.col("_op") == "+").then(pl.col("_a") + pl.col("_b"))
               .otherwise(pl.col("_a") - pl.col("_b")) == pl.col("_c"))
         start_ok = pl.when(pl.col("_j") == 0).then(pl.col("_a") == pl.col("_q").list.first()) \
             .otherwise(pl.col("_a") == pl.col("_prev"))
         operand_ok = pl.col("_b") == pl.col("_q").list.get(pl.col("_j") + 1, null_on_oob=True)
         eqs = eqs.with_columns(_ok=(ok & start_ok & operand_ok).fill_null(False))
-        per_sample = eqs.group_by(KEY).agg(n_equations=pl.len().cast(pl.Int32), _all_ok=pl.col("_ok").all())
-        n_eq = pl.col("n_equations").fill_null(0).cast(pl.Int32)
-        return (samples.select(KEY).join(qnums, on="prompt_id", how="left")
-                .join(per_sample, on=KEY, how="left")
-                .with_columns(n_equations=n_eq,
-                              chain_ok=pl.col("_all_ok").fill_null(False) & (n_eq == pl.col("_q").list.len() - 1))
-                .select(*KEY, "n_equations", "chain_ok"))
+        per_row = eqs.group_by(row).agg(n_equations=pl.len().cast(pl.Int32), _all_ok=pl.col("_ok").all())
+        n_eq = pl.col("n_equations").fill_null(0)
+        return (rows.select("_row", *KEY).join(qnums, on="prompt_id", how="left", maintain_order="left")
+                .join(per_row, on=row, how="left", maintain_order="left")
+                .sort("_row")
+                .select(*KEY, n_equations=n_eq.cast(pl.Int32),
+                        chain_ok=pl.col("_all_ok").fill_null(False) & (n_eq == pl.col("_q").list.len() - 1)))
 
     def verify(self, samples: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
-        out = super().verify(samples, prompts)
-        checks = self.equation_checks(samples, prompts)
-        return (out.join(checks, on=KEY, how="left")
-                .with_columns(correct=pl.col("correct") & pl.col("chain_ok"))
-                .drop("n_equations", "chain_ok"))
+        out = super().verify(samples, prompts)  # keeps the row order of `samples`
+        return out.with_columns(correct=pl.col("correct") & self.equation_checks(samples, prompts)["chain_ok"])
 
 
 VERIFIERS: dict[str, type] = {"answer_match": AnswerMatchVerifier, "arith_chain": ArithChainVerifier}

@@ -150,3 +150,15 @@ def test_make_verifier():
     assert type(make_verifier("answer_match")) is AnswerMatchVerifier
     with pytest.raises(KeyError):
         make_verifier("llm_judge")
+
+
+def test_chain_check_is_per_row_even_when_keys_repeat():
+    """Probe samples at several temperatures share (prompt_id, sample_idx); each row is judged alone."""
+    prompts = pl.DataFrame({"prompt_id": ["p"], "text": ["Mia has 3 pens. Then gets 2 more. How many pens now?"],
+                            "answer": ["5"]})
+    samples = pl.DataFrame({"prompt_id": ["p"] * 4, "sample_idx": [0, 1, 0, 1],
+                            "temperature": [0.5, 0.5, 1.0, 1.0],
+                            "text": [" 3+2=5. Answer: 5", " 3+2=6. Answer: 5", " 3+2=5. Answer: 5", "Answer: 5"]})
+    out = ArithChainVerifier().verify(samples, prompts)
+    assert out["correct"].to_list() == [True, False, True, False]
+    assert out["temperature"].to_list() == [0.5, 0.5, 1.0, 1.0]  # row order kept
