@@ -1,4 +1,4 @@
-"""Equal-compute control for the flywheel (issue: 'is the gain the flywheel's, or just more training?').
+"""Equal-compute control: is the gain the flywheel's, or just more training?
 
 Starting from a workspace's iteration-0 checkpoint, train the same number of steps per iteration
 on the labelled seed set only (no self-generated data), evaluate on the same held-out test set,
@@ -9,12 +9,16 @@ and print both curves side by side.
 
 from __future__ import annotations
 
+import sys
+
 import argparse
 import json
 import tempfile
 from pathlib import Path
 
 import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from bench._common import print_table
 from tasks.atomic import read_json

@@ -11,6 +11,8 @@ Prints held-out pass@1 / pass@K and the pool's distinct-correct ratio per iterat
 
 from __future__ import annotations
 
+import sys
+
 import argparse
 import json
 import tempfile
@@ -18,6 +20,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from bench._common import print_table
 from bench.orchestration_overhead import bare_run

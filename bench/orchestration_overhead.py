@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
 from bench._common import print_table
 from tasks.atomic import read_json
 from tasks.layout import Layout
