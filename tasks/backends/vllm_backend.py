@@ -39,6 +39,10 @@ class VLLMBackend:
                       tensor_parallel_size=cfg.tensor_parallel_size, enable_lora=lora_path is not None)
         if cfg.max_model_len:
             kwargs["max_model_len"] = cfg.max_model_len
+        if cpu:
+            # A chunked prefill rewinds the request's seeded generator, which the CPU generator
+            # cannot do ("CPU Generator does not use offset"): schedule whole prompts only.
+            kwargs["enable_chunked_prefill"] = False
         if not cpu:
             kwargs |= {"gpu_memory_utilization": cfg.gpu_memory_utilization,
                        "data_parallel_size": cfg.data_parallel_size}
