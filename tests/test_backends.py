@@ -77,3 +77,15 @@ def test_vllm_and_hf_agree_on_greedy_decoding(micro_assets, prompts):
     vl = _generate("vllm", model, prompts, n=1, temperature=0.0, seed=0).sort("prompt_id")
     same = (hf["text"] == vl["text"]).mean()
     assert same >= 0.9, (hf["text"].to_list()[:3], vl["text"].to_list()[:3])
+
+
+@vllm
+def test_vllm_seeded_sampling_survives_a_batch_larger_than_one_prefill(micro_assets):
+    """More prompt tokens than one scheduler step takes: vLLM would chunk a prefill and rewind the
+    seeded generator, which the CPU engine cannot do. Every prompt still gets its samples."""
+    _, prompts_path, model = micro_assets
+    many = pl.read_parquet(prompts_path).select("prompt_id", "text")  # every split: ~200 prompts
+    assert many["text"].str.len_chars().sum() > 4096  # above the CPU engine's per-step token budget
+    out = _generate("vllm", model, many, n=2, temperature=1.0, seed=1)
+    assert out.height == 2 * many.height
+    assert out.equals(_generate("vllm", model, many, n=2, temperature=1.0, seed=1))
