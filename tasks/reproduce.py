@@ -115,6 +115,19 @@ def pull(root: Path, targets: list[str] | None = None) -> list[str]:
     return []
 
 
+def input_targets(root: Path, names: list[str]) -> list[str]:
+    """The DVC-tracked paths the stages `names` read but do not produce themselves: all that a re-run
+    needs from the remote. Later iterations' artifacts are never fetched."""
+    from dvc.repo import Repo
+
+    with chdir(root), Repo(str(root)) as repo:
+        tracked = {o.def_path for stage in repo.index.stages for o in stage.outs if o.use_cache}  # not git-tracked metrics
+        stages = [s for name in names for s in repo.stage.collect(name)]
+        produced = {o.def_path for s in stages for o in s.outs}
+        deps = {d.def_path for s in stages for d in s.deps}
+    return sorted(d for d in deps if d in tracked and d not in produced)
+
+
 def compare(hashes: dict, missing: list[str], status_if_equal: str = "match") -> list[ArtifactCheck]:
     checks = []
     for (stage, path), (recorded, now) in sorted(hashes.items()):
@@ -143,15 +156,15 @@ def _declared(layout: Layout, stage: str, it: str) -> bool:
 
 
 def rerun(clone: Layout, it: str, only: str | None = None) -> list[ArtifactCheck]:
-    """Pull the inputs, re-run the iteration's stages in order, and compare each output's hash."""
-    missing = pull(clone.root)
+    """Pull only the inputs, re-run the iteration's stages in order, and compare each output's hash."""
+    stages = [s for s in stages_of(it) if _declared(clone, s, it) and (not only or s == only)]
+    names = [dvc_stage_name(s, it) for s in stages]
+    targets = input_targets(clone.root, names)
+    missing = pull(clone.root, targets) if targets else []
     if missing:
-        return compare(hash_outputs(clone.root, [dvc_stage_name(s, it) for s in stages_of(it)
-                                                 if _declared(clone, s, it)]), missing)
+        return compare(hash_outputs(clone.root, names), missing)
     checks = []
-    for stage in stages_of(it):
-        if not _declared(clone, stage, it) or (only and stage != only):
-            continue
+    for stage in stages:
         name = dvc_stage_name(stage, it)
         run_stage(clone, stage, None if it == "0000" else it)
         checks += compare(hash_outputs(clone.root, [name]), [])
