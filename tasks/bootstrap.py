@@ -30,11 +30,12 @@ def init_base(recipe: Recipe, seed: int, out_dir: Path) -> Path:
     return out_dir
 
 
-def warmup(recipe: Recipe, base_dir: Path, prompts_path: Path, seed: int, out_dir: Path) -> dict:
+def warmup(recipe: Recipe, base_dir: Path, prompts_path: Path, seed: int, out_dir: Path,
+           checkpoint_dir: Path | None = None) -> dict:
     """SFT on the labelled seed split; with warm-up disabled iteration 0 is the base model."""
     if not recipe.warmup.enabled:
         with atomic_dir(out_dir) as tmp:
             shutil.copytree(base_dir, tmp, dirs_exist_ok=True)
         return {"warmup": "disabled"}
     examples = seed_examples(pl.read_parquet(prompts_path))
-    return sft(base_dir, examples, recipe.warmup, seed, out_dir)
+    return sft(base_dir, examples, recipe.warmup, seed, out_dir, checkpoint_dir=checkpoint_dir, section="warmup")

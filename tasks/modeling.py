@@ -15,9 +15,9 @@ def resolve_model_ref(ref: str | Path, field: str = "model") -> str:
     """A local folder, or a Hub id like 'Qwen/Qwen2.5-0.5B'; anything else is a clear error."""
     path = Path(ref)
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ConfigError("folder has no config.json.", file=str(path), field=field,
-                              fix="point at a folder saved with save_pretrained().")
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise ConfigError("folder has no config.json (nor a PEFT adapter_config.json).", file=str(path),
+                              field=field, fix="point at a folder saved with save_pretrained().")
         return str(path)
     if _HUB_ID.match(str(ref)) and not str(ref).startswith((".", "/")):
         return str(ref)
@@ -41,6 +41,10 @@ def _quiet_loading() -> None:
 def load_tokenizer(ref: str | Path, revision: str | None = None):
     from transformers import AutoTokenizer
 
+    from tasks.adapters import adapter_base, is_adapter_dir
+
+    if is_adapter_dir(ref) and not (Path(ref) / "tokenizer_config.json").is_file():
+        ref = adapter_base(ref)  # an adapter saved without a tokenizer uses its base's
     tok = AutoTokenizer.from_pretrained(resolve_model_ref(ref), revision=revision)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -52,7 +56,12 @@ def load_causal_lm(ref: str | Path, revision: str | None = None, dtype: str = "a
     import torch
     from transformers import AutoModelForCausalLM
 
+    from tasks.adapters import is_adapter_dir, load_adapter_model
+
     _quiet_loading()
+    if is_adapter_dir(ref):  # a LoRA adapter folder: its base with the adapter merged in
+        return load_adapter_model(resolve_model_ref(ref), "float32" if dtype == "auto" else dtype).to(
+            device or pick_device())
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     model = AutoModelForCausalLM.from_pretrained(resolve_model_ref(ref), revision=revision, dtype=torch_dtype)
     return model.to(device or pick_device())

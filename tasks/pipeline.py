@@ -14,7 +14,7 @@ import polars as pl
 import yaml
 
 from tasks.atomic import read_json
-from tasks.config import Recipe
+from tasks.config import Recipe, TrainConfig
 from tasks.layout import Layout
 from tasks.recipe import load_recipe
 from tasks.seeds import derive_seed
@@ -74,8 +74,10 @@ def _stage_fns() -> dict[str, Callable[[Layout, Recipe, str | None, IterationVar
     return {
         "prepare": lambda L, r, it, v: {"prompts": str(prepare(r, L.prompts))},
         "base": lambda L, r, it, v: {"model": str(bootstrap.init_base(r, seed(r, None, "base"), L.base_model))},
-        "warmup": lambda L, r, it, v: bootstrap.warmup(r, L.base_model, L.prompts, seed(r, None, "warmup"),
-                                                       L.model(BASELINE)),
+        "warmup": lambda L, r, it, v: (
+            (r.warmup.enabled and _launched(L, r.warmup, "warmup", None))
+            or bootstrap.warmup(r, L.base_model, L.prompts, seed(r, None, "warmup"), L.model(BASELINE),
+                                checkpoint_dir=_checkpoints(L, "warmup"))),
         "baseline": lambda L, r, it, v: ev(L, r, BASELINE, L.model(BASELINE)),
         "reward": lambda L, r, it, v: reward.build_reward_model(r, L.model(BASELINE), L.prompts,
                                                                seed(r, None, "reward"), L.reward_model),
@@ -85,9 +87,9 @@ def _stage_fns() -> dict[str, Callable[[Layout, Recipe, str | None, IterationVar
         "generate": lambda L, r, it, v: {"samples": str(generate.generate(
             L.model(v.parent), L.prompts, r.generate, r.pool, iteration=it, round_index=v.round,
             temperature=read_json(L.choice(it))["temperature"], seed=seed(r, it, "generate"),
-            out_path=L.samples(it)))},
+            out_path=L.samples(it), scale=r.scale))},
         "score": lambda L, r, it, v: {"scored": str(score.score(L.samples(it), L.prompts, r.verifier, r.reward,
-                                                                L.reward_model, L.scored(it)))},
+                                                                L.reward_model, L.scored(it), r.scale))},
         "select": lambda L, r, it, v: {"selected": str(select.select(
             L.scored(it), L.prompts, r.select, read_json(L.choice(it))["threshold"], L.selected(it)))},
         "check": lambda L, r, it, v: check.check(L.scored(it), L.selected(it), L.prompts, L.scored(v.first),
@@ -105,11 +107,29 @@ def _train(L: Layout, r: Recipe, it: str, v: IterationVars, seed: int) -> dict:
 
     if not read_json(L.gate(it))["passed"]:
         raise RuntimeError(f"iteration {it}: the data gate failed; refusing to train")
+    if launched := _launched(L, r.train, "train", it):
+        return launched
     selected = pl.read_parquet(L.selected(it)).select("prompt_id", "messages")
     parts = [selected]
     if r.train.include_seed:
         parts.insert(0, seed_examples(pl.read_parquet(L.prompts)))
-    return sft(L.model(v.init), pl.concat(parts), r.train, seed, L.model(it))
+    return sft(L.model(v.init), pl.concat(parts), r.train, seed, L.model(it), checkpoint_dir=_checkpoints(L, it))
+
+
+def _checkpoints(L: Layout, name: str) -> Path:
+    """Resumable training checkpoints: in the git-ignored state folder, never a DVC output."""
+    return L.state_dir / "train-checkpoints" / name
+
+
+def _launched(L: Layout, cfg: TrainConfig, stage: str, it: str | None) -> dict | None:
+    """With a launcher in the recipe, run the stage as a multi-process job and return its result."""
+    from tasks.launch import run_launched, should_launch
+    from tasks.sft_setup import check_hardware, resolve_precision
+
+    if not should_launch(cfg):
+        return None
+    check_hardware(cfg, stage)
+    return run_launched(cfg, resolve_precision(cfg, stage), L.root, stage, it)
 
 
 def run_stage(layout: Layout, stage: str, it: str | None = None) -> dict | None:

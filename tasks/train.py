@@ -1,4 +1,4 @@
-"""Stage `train` (and the warm-up): supervised fine-tuning with the transformers Trainer.
+"""Stage `train` (and the warm-up): supervised fine-tuning with TRL's SFTTrainer.
 
 Loss is on the assistant turn only. Examples come in chat `messages` form, rendered with the
 model's own chat template, so the same code trains the tiny preset and a Hub chat model.
@@ -16,7 +16,7 @@ import polars as pl
 
 from tasks.atomic import atomic_dir
 from tasks.config import TrainConfig
-from tasks.modeling import load_causal_lm, load_tokenizer, render_prompts
+from tasks.modeling import load_tokenizer, model_fingerprint, render_prompts
 from tasks.schema import MESSAGE
 
 log = logging.getLogger(__name__)
@@ -79,29 +79,64 @@ def quiet_trainer(trainer) -> None:
     trainer.add_callback(LogCallback())
 
 
-def sft(init_model: str | Path, examples: pl.DataFrame, cfg: TrainConfig, seed: int, out_dir: Path) -> dict:
-    """Fine-tune `init_model` on `examples` (a `messages` column); save to `out_dir` atomically."""
-    from transformers import Trainer, TrainingArguments
+def sft(init_model: str | Path, examples: pl.DataFrame, cfg: TrainConfig, seed: int, out_dir: Path,
+        checkpoint_dir: Path | None = None, section: str = "train") -> dict:
+    """Fine-tune `init_model` on `examples` (a `messages` column); save to `out_dir` atomically.
+
+    Full fine-tuning, LoRA or QLoRA (`cfg.lora`) with TRL's SFTTrainer. With `cfg.checkpoint_every`
+    checkpoints go to `checkpoint_dir` (default: hidden beside `out_dir`) and a re-run resumes from
+    the latest one. Under a multi-process launcher every process trains; the main one saves.
+    """
+    from datasets import Dataset
+
+    from tasks import resume, sft_setup
 
     if examples.height == 0:
         raise ValueError("no training examples")
+    sft_setup.check_hardware(cfg, section)
+    precision = sft_setup.resolve_precision(cfg, section)
     tokenizer = load_tokenizer(init_model)
-    model = load_causal_lm(init_model, dtype="float32")
     data = tokenize_examples(tokenizer, examples["messages"], cfg.max_length)
     quiet = os.environ.get("FLYWHEEL_PROGRESS") != "1" and not sys.stderr.isatty()
+    ckpt_dir = Path(checkpoint_dir or resume.default_checkpoint_dir(Path(out_dir))) if cfg.checkpoint_every else None
     with tempfile.TemporaryDirectory(prefix="flywheel-train-") as scratch:
-        args = TrainingArguments(
-            output_dir=scratch, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-            learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
-            weight_decay=cfg.weight_decay, seed=seed, data_seed=seed, save_strategy="no", report_to="none",
-            logging_steps=max(1, cfg.max_steps // 10), disable_tqdm=quiet, dataloader_num_workers=0,
-            remove_unused_columns=False, use_cpu=model.device.type == "cpu",
-        )
-        trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=_collate(tokenizer.pad_token_id))
+        args = sft_setup.sft_config(cfg, seed, precision, ckpt_dir or Path(scratch), quiet)
+        main = args.process_index == 0
+        start = None
+        if ckpt_dir is not None:
+            key = resume.run_key(model_fingerprint(init_model), data, cfg.model_dump_json(), seed)
+            if main:
+                resume.prepare(ckpt_dir, key)
+            args.distributed_state.wait_for_everyone()
+            start = resume.latest_checkpoint(ckpt_dir)
+            if start is not None:
+                log.info("resuming training from %s", start)
+        model = sft_setup.load_train_model(init_model, cfg, precision)
+        trainer = sft_setup.trainer_class(cfg.fused_loss)(
+            model=model, args=args, train_dataset=Dataset.from_list(data), processing_class=tokenizer,
+            data_collator=_collate(tokenizer.pad_token_id),
+            peft_config=sft_setup.peft_config(cfg.lora) if cfg.lora else None)
         quiet_trainer(trainer)
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=str(start) if start else None)
+        if main:
+            _save(trainer, tokenizer, init_model, cfg, Path(out_dir))
+            if ckpt_dir is not None:
+                resume.clear(ckpt_dir)
+        args.distributed_state.wait_for_everyone()
+    summary = {"train_loss": round(float(result.training_loss), 6), "examples": examples.height,
+               "steps": cfg.max_steps}
+    if start is not None:  # then train_loss is the mean over the steps after the resume only
+        summary["resumed_from_step"] = int(start.name.split("-")[1])
+    return summary
+
+
+def _save(trainer, tokenizer, init_model: str | Path, cfg: TrainConfig, out_dir: Path) -> None:
+    from tasks.adapters import save_lora_output
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
     with atomic_dir(out_dir) as tmp:
-        trainer.model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return {"train_loss": round(float(result.training_loss), 6), "examples": examples.height,
-            "steps": cfg.max_steps}
+        if cfg.lora is None:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        else:
+            save_lora_output(model, tokenizer, init_model, out_dir, tmp)

@@ -34,11 +34,22 @@ class VLLMBackend:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(cfg.cpu_kv_cache_gb))))
         from vllm import LLM
 
+        from tasks.adapters import adapter_base, adapter_config, is_adapter_dir
+
+        lora_rank = None
+        if lora_path is None and is_adapter_dir(model_ref):  # the policy is a LoRA adapter: serve it on its base
+            lora_path, model_ref = str(model_ref), adapter_base(model_ref)
+        if lora_path:
+            lora_rank = adapter_config(lora_path)["r"]
         kwargs = dict(model=resolve_model_ref(model_ref), dtype="float32" if cpu and cfg.dtype == "auto" else cfg.dtype,
                       seed=seed, enforce_eager=cfg.enforce_eager or cpu,
                       tensor_parallel_size=cfg.tensor_parallel_size, enable_lora=lora_path is not None)
         if cfg.max_model_len:
             kwargs["max_model_len"] = cfg.max_model_len
+        if lora_rank:
+            # vLLM accepts only these ranks as the engine's maximum
+            kwargs |= {"max_lora_rank": next(r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= lora_rank),
+                       "max_loras": 1}
         if cpu:
             # A chunked prefill rewinds the request's seeded generator, which the CPU generator
             # cannot do ("CPU Generator does not use offset"): schedule whole prompts only.
