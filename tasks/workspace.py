@@ -46,6 +46,7 @@ def init_workspace(root: Path, recipe: Recipe) -> Layout:
         raise WorkspaceError("folder lies inside another git repository's tracked tree.", file=str(root),
                              fix="create workspaces outside code repos, or git-ignore the folder first.")
     remote = recipe.remote.url or default_remote(root)
+    recipe = resolve_backend(recipe)
     created = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -64,6 +65,15 @@ def init_workspace(root: Path, recipe: Recipe) -> Layout:
             shutil.rmtree(root, ignore_errors=True)
         raise
     return layout
+
+
+def resolve_backend(recipe: Recipe) -> Recipe:
+    """Record the concrete generation backend, so a later re-run or reproduction on a machine
+    without vLLM fails clearly instead of silently sampling with another engine."""
+    from tasks.backends.base import resolve_backend_name
+
+    chosen = resolve_backend_name(recipe.generate.backend)
+    return recipe.model_copy(update={"generate": recipe.generate.model_copy(update={"backend": chosen})})
 
 
 def open_workspace(root: Path) -> Layout:

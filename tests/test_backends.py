@@ -89,3 +89,22 @@ def test_vllm_seeded_sampling_survives_a_batch_larger_than_one_prefill(micro_ass
     out = _generate("vllm", model, many, n=2, temperature=1.0, seed=1)
     assert out.height == 2 * many.height
     assert out.equals(_generate("vllm", model, many, n=2, temperature=1.0, seed=1))
+
+
+def test_a_workspace_records_the_concrete_backend_auto_chose(tmp_path):
+    from tasks.recipe import load_recipe, recipe_from_dict
+    from tasks.workspace import init_workspace
+
+    layout = init_workspace(tmp_path / "ws", recipe_from_dict({"generate": {"backend": "auto"}}))
+    assert load_recipe(layout.recipe).generate.backend == ("vllm" if vllm_usable() else "hf")
+
+
+def test_asking_for_vllm_where_it_does_not_import_is_a_config_error(tmp_path, monkeypatch):
+    from tasks import backends
+    from tasks.errors import ConfigError
+    from tasks.preflight import preflight
+    from tasks.recipe import recipe_from_dict
+
+    monkeypatch.setattr(backends.base, "vllm_usable", lambda: False)  # a machine without vLLM
+    with pytest.raises(ConfigError, match="generate.backend"):
+        preflight(recipe_from_dict({"generate": {"backend": "vllm"}}), tmp_path / "ws")
