@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from tasks.arith import generate_problems
-from tasks.config import ArithSource, FileSource, Recipe
+from tasks.config import ArithSource, FileSource, MBPPSource, Recipe
 from tasks.errors import InputDataError
 from tasks.schema import PROMPTS, SPLITS, stable_ids, write_table
 from tasks.seeds import derive_seed
@@ -57,7 +57,7 @@ def build_arith_prompts(src: ArithSource, run_seed: int) -> pl.DataFrame:
     return df.with_columns(target=pl.when(pl.col("split") == "seed").then("target"))
 
 
-def _read_prompt_file(src: FileSource) -> pl.DataFrame:
+def _read_prompt_file(src: FileSource | MBPPSource) -> pl.DataFrame:
     path = Path(src.path)
     if not path.is_file():
         raise InputDataError("file not found.", file=str(path), field="prompts.source.path",
@@ -134,6 +134,10 @@ def prepare(recipe: Recipe, out_path: Path) -> Path:
     src = recipe.prompts.source
     if isinstance(src, ArithSource):
         df = build_arith_prompts(src, recipe.run.seed)
+    elif isinstance(src, MBPPSource):
+        from tasks.mbpp import mbpp_prompts
+
+        df = mbpp_prompts(_read_prompt_file(src), src)
     else:
         df = ingest_prompt_file(src)
     check_no_leakage(df, getattr(src, "path", "prompts"))

@@ -136,7 +136,8 @@ def build_reward_model(recipe: Recipe, policy_dir: Path, prompts_path: Path, see
     pool = pool_prompts(prompts, recipe.pool.model_copy(update={"prompts_per_iteration": cfg.train_prompts}), 1, seed)
     samples = sample_prompts(policy_dir, pool, recipe.generate, temperature=recipe.generate.temperature,
                              k=cfg.train_k, seed=seed, iteration="0000", desc="reward-model samples")
-    verified = make_verifier(recipe.verifier.type).verify(samples, pool.select("prompt_id", "text", "answer"))
+    verifier = make_verifier(recipe.verifier.type, recipe.verifier)
+    verified = verifier.verify(samples, pool.select("prompt_id", "text", "answer"))
     examples = verified.join(pool.select("prompt_id", pl.col("text").alias("q")), on="prompt_id").sort(
         "prompt_id", "sample_idx")
     return train_orm(policy_dir, examples, cfg, seed, out_dir)

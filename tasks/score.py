@@ -17,7 +17,7 @@ def score_table(samples: pl.DataFrame, prompts: pl.DataFrame, verifier: Verifier
 
     score = correct + reward / 5 as in B-STaR; without a reward it is just correct (0 or 1).
     """
-    scored = make_verifier(verifier.type).verify(samples, prompts.select("prompt_id", "text", "answer"))
+    scored = make_verifier(verifier.type, verifier).verify(samples, prompts.select("prompt_id", "text", "answer"))
     return scored.with_columns(reward=pl.lit(None, pl.Float64)).with_columns(
         score=pl.col("correct").cast(pl.Float64) + (pl.col("reward") / 5).fill_null(0.0))
 

@@ -1,4 +1,5 @@
-"""Verifiers: decide which samples are correct. Model text is parsed, never evaluated.
+"""Verifiers: decide which samples are correct. Answers are parsed, never evaluated; only the
+`unit_tests` verifier runs model code, and only in a contained child process (tasks/sandbox.py).
 
 A verifier sees the whole table at once (all K samples of every prompt), so label-free
 verifiers such as majority vote fit the same interface.
@@ -9,6 +10,9 @@ from __future__ import annotations
 from typing import Protocol
 
 import polars as pl
+
+from tasks.code_verifier import CodeTestsVerifier
+from tasks.config import VerifierConfig
 
 ANSWER = r"Answer:\s*(-?\d[\d,]*(?:\.\d+)?)"
 EQUATION = r"(\d+)\s*([+\-])\s*(\d+)\s*=\s*(-?\d+)"
@@ -92,8 +96,12 @@ class ArithChainVerifier(AnswerMatchVerifier):
         return out.with_columns(correct=pl.col("correct") & self.equation_checks(samples, prompts)["chain_ok"])
 
 
-VERIFIERS: dict[str, type] = {"answer_match": AnswerMatchVerifier, "arith_chain": ArithChainVerifier}
+VERIFIERS: dict[str, type] = {"answer_match": AnswerMatchVerifier, "arith_chain": ArithChainVerifier,
+                              "unit_tests": CodeTestsVerifier}
 
 
-def make_verifier(name: str) -> Verifier:
-    return VERIFIERS[name]()
+def make_verifier(name: str, config: VerifierConfig | None = None) -> Verifier:
+    """A verifier by name; one with settings (e.g. unit_tests' sandbox limits) reads them from `config`."""
+    cls = VERIFIERS[name]
+    from_config = getattr(cls, "from_config", None)
+    return from_config(config) if config is not None and from_config is not None else cls()
