@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from tasks.arith import generate_problems
-from tasks.config import ArithSource, FileSource, MBPPSource, Recipe
+from tasks.config import ArithSource, FileSource, HubSource, MBPPSource, Recipe
 from tasks.errors import InputDataError
 from tasks.schema import PROMPTS, SPLITS, stable_ids, write_table
 from tasks.seeds import derive_seed
@@ -88,6 +88,8 @@ def ingest_prompt_file(src: FileSource) -> pl.DataFrame:
         mapping["answer"] = src.answer_column
     if src.difficulty_column:
         mapping["difficulty"] = src.difficulty_column
+    if src.target_column:
+        mapping["target"] = src.target_column
     missing = [col for col in mapping.values() if col not in df.columns]
     if missing:
         raise InputDataError(f"missing column(s) {missing}; found {df.columns}.", file=file,
@@ -110,7 +112,7 @@ def ingest_prompt_file(src: FileSource) -> pl.DataFrame:
         stable_ids(out["text"]),
         pl.col("answer").cast(pl.String) if "answer" in out.columns else pl.lit(None, pl.String).alias("answer"),
         pl.lit(f"file:{Path(file).name}").alias("source"),
-        pl.lit(None, pl.String).alias("target"),
+        pl.col("target").cast(pl.String) if "target" in out.columns else pl.lit(None, pl.String).alias("target"),
         *([] if "difficulty" in out.columns else [pl.lit(None, pl.Int32).alias("difficulty")]),
     )
     dup = out.filter(pl.col("prompt_id").is_duplicated())
@@ -138,7 +140,13 @@ def prepare(recipe: Recipe, out_path: Path) -> Path:
         from tasks.mbpp import mbpp_prompts
 
         df = mbpp_prompts(_read_prompt_file(src), src)
+    elif isinstance(src, HubSource):
+        from tasks.math_sources import load_hub_prompts
+
+        df = load_hub_prompts(src)
     else:
-        df = ingest_prompt_file(src)
-    check_no_leakage(df, getattr(src, "path", "prompts"))
+        from tasks.math_sources import apply_answer_format
+
+        df = apply_answer_format(ingest_prompt_file(src), src.answer_format, source=src.path)
+    check_no_leakage(df, getattr(src, "path", None) or getattr(src, "dataset", "prompts"))
     return write_table(df, out_path, PROMPTS)

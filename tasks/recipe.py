@@ -31,7 +31,7 @@ def _known_fields(model: type, loc: tuple) -> list[str]:
 
 
 def _explain(err: dict, source: str) -> ConfigError:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in {"arith", "file", "tiny_llama", "pretrained"}))
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in {"arith", "file", "hub", "tiny_llama", "pretrained"}))
     field = ".".join(str(p) for p in loc) or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":

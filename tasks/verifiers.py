@@ -13,6 +13,7 @@ import polars as pl
 
 from tasks.code_verifier import CodeTestsVerifier
 from tasks.config import VerifierConfig
+from tasks.math_verifier import MathVerifier
 
 ANSWER = r"Answer:\s*(-?\d[\d,]*(?:\.\d+)?)"
 EQUATION = r"(\d+)\s*([+\-])\s*(\d+)\s*=\s*(-?\d+)"
@@ -97,7 +98,7 @@ class ArithChainVerifier(AnswerMatchVerifier):
 
 
 VERIFIERS: dict[str, type] = {"answer_match": AnswerMatchVerifier, "arith_chain": ArithChainVerifier,
-                              "unit_tests": CodeTestsVerifier}
+                              "unit_tests": CodeTestsVerifier, "math_verify": MathVerifier}
 
 
 def make_verifier(name: str, config: VerifierConfig | None = None) -> Verifier:
