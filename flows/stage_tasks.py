@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.dispatch import stage_dispatch
 from tasks.layout import Layout
 from tasks.pipeline import dvc_stage_name, run_stage
 from tasks.recovery import mark_progress
@@ -25,7 +26,13 @@ def stage_task(root: str, stage: str, it: str | None = None, resume: bool = Fals
     if resume and stage_is_current(layout.root, name):
         return {"skipped": "up to date"}
     mark_progress(layout, name)
-    result = run_stage(layout, stage, it)
+    target = stage_dispatch(layout, stage, it)
+    if target is not None:  # on a work pool; returns only once the outputs here match the worker's hashes
+        from flows.dispatch import dispatch_stage
+
+        result = dispatch_stage(layout, stage, it, target)
+    else:
+        result = run_stage(layout, stage, it)
     commit_stage(layout.root, name)
     return result
 

@@ -191,9 +191,11 @@ def stage_cmd(name: Annotated[str, typer.Argument(help="Stage name, as in dvc.ya
 
 
 def _register_extra_commands() -> None:
+    from flywheel.dispatch_cmd import deploy_worker
     from flywheel.reproduce_cmd import reproduce
 
     app.command()(reproduce)
+    app.command(name="deploy-worker")(deploy_worker)
 
 
 _register_extra_commands()

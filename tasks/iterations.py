@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.atomic import read_json, write_json, write_text
+from tasks.dispatch import dispatched_device
 from tasks.layout import Layout, iteration_id, tag_for
 from tasks.pipeline import BASELINE, IterationVars, read_iteration_vars, write_iteration_vars
 from tasks.provenance import code_revision, compute_device, package_versions
@@ -104,7 +105,7 @@ def finish_iteration(layout: Layout, it: str, *, started: str, status: str) -> d
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code": code_revision(),
         "packages": package_versions(),
-        "device": compute_device(),
+        "device": dispatched_device(layout, it) or compute_device(),  # a GPU worker's, when a stage ran there
     }
     mark_progress(layout, f"finish@{it}")
     write_json(layout.record(it), record)

@@ -1,0 +1,120 @@
+"""Train on a Prefect work pool for real: a local Prefect server and a process worker on loopback,
+the worker flow deployed with `flywheel deploy-worker`, and a nightly run that dispatches train.
+The recorded iteration must equal the same iteration run locally (tests/conftest.py micro_workspace).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, dvc, git, write_recipe
+
+BIN = Path(sys.executable).parent
+POOL = "flywheel-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a process started here and the children it spawned (its own session)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _api(url: str, path: str, body: dict | None = None):
+    req = urllib.request.Request(url + path, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"}, method="POST" if body else "GET")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.fixture(scope="module")
+def prefect_pool(tmp_path_factory):
+    """A Prefect server, a process work pool with one worker, and the stage worker deployed on it.
+
+    Only the subprocesses see PREFECT_API_URL; this test process keeps the suite's ephemeral mode."""
+    base = tmp_path_factory.mktemp("prefect-server")
+    url = f"http://127.0.0.1:{_free_port()}/api"
+    env = {**os.environ, "PREFECT_HOME": str(base / "home"), "PREFECT_API_URL": url,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "1",
+           "PREFECT_LOGGING_LEVEL": "WARNING", "DVC_NO_ANALYTICS": "1"}
+    procs = []
+    try:
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        procs.append(subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port],
+                                      env=env, cwd=base, stdout=open(base / "server.log", "w"),
+                                      stderr=subprocess.STDOUT, start_new_session=True))
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                _api(url, "/health")
+                break
+            except OSError:
+                if time.monotonic() > deadline or procs[0].poll() is not None:
+                    raise RuntimeError((base / "server.log").read_text()[-3000:]) from None
+                time.sleep(1)
+        subprocess.run([str(BIN / "prefect"), "work-pool", "create", POOL, "--type", "process"], env=env,
+                       check=True, capture_output=True, timeout=120)
+        procs.append(subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
+                                      env=env, cwd=base, stdout=open(base / "worker.log", "w"),
+                                      stderr=subprocess.STDOUT, start_new_session=True))
+        out = subprocess.run([sys.executable, "-m", "flywheel", "deploy-worker", "--pool", POOL, "--name", "cpu"],
+                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "flywheel-stage/cpu" in out.stdout
+        yield env, url, base
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def test_train_on_a_work_pool_records_the_same_iteration_as_a_local_run(prefect_pool, micro_workspace, tmp_path):
+    env, url, base = prefect_pool
+    recipe = write_recipe(tmp_path / "micro.yaml", {"dispatch.train": {
+        "deployment": "flywheel-stage/cpu", "poll_interval_s": 1, "timeout_s": 600}})
+    ws = tmp_path / "ws"
+    run = subprocess.run([sys.executable, "-m", "flywheel", "run", "-w", str(ws), "--config", str(recipe), "-n", "1"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-4000:] + (base / "worker.log").read_text()[-3000:]
+
+    # train ran as a flow run of the deployment, on the worker
+    report = json.loads((ws / "records" / "dispatch" / "train@0001.json").read_text())
+    flow_run = _api(url, f"/flow_runs/{report['flow_run']}")
+    assert flow_run["state_type"] == "COMPLETED" and flow_run["name"] == "train@0001"
+    assert flow_run["parent_task_run_id"]  # a subflow of the nightly run
+    assert report["deployment"] == "flywheel-stage/cpu" and report["device"] == "cpu"
+
+    # ... and the iteration is recorded exactly as the local run recorded it
+    local = yaml.safe_load((micro_workspace / "dvc.lock").read_text())["stages"]
+    remote = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
+    assert set(remote) == {s for s in local if "@" not in s or s.endswith("@0001")}
+    for stage, entry in remote.items():
+        for key in ("cmd", "deps", "params", "outs"):
+            assert entry.get(key) == local[stage].get(key), (stage, key)
+    a, b = (json.loads((w / "records" / "0001.json").read_text()) for w in (ws, micro_workspace))
+    for key in ("choice", "metrics", "gate", "eval", "promotion", "status", "next_parent", "device"):
+        assert a[key] == b[key], key
+    assert git(ws, "tag", "--list").split() == ["iter-0000", "iter-0001"]
+    assert git(ws, "status", "--porcelain") == "" and "up to date" in dvc(ws, "status")
+    # the workspace's remote holds the model for anyone who clones it, like a local run's
+    assert "in sync" in dvc(ws, "status", "--cloud", "train@0001")
