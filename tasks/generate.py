@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from tasks.backends import SamplingSpec, make_backend
-from tasks.config import GenerateConfig, PoolConfig
+from tasks.config import GenerateConfig, PoolConfig, ScaleConfig
 from tasks.modeling import model_fingerprint
 from tasks.schema import SAMPLES, write_table
 
@@ -24,23 +24,35 @@ def pool_prompts(prompts: pl.DataFrame, pool: PoolConfig, round_index: int, seed
 
 
 def sample_prompts(model_dir: Path, prompts: pl.DataFrame, cfg: GenerateConfig, *, temperature: float, k: int,
-                   seed: int, iteration: str, desc: str, pass_name: str = "main") -> pl.DataFrame:
-    """Generate `k` samples per prompt and label them with the samples-table columns."""
-    backend = make_backend(cfg, str(model_dir), seed=seed)
+                   seed: int, iteration: str, desc: str, pass_name: str = "main", backend=None,
+                   first_batch: int = 0) -> pl.DataFrame:
+    """Generate `k` samples per prompt and label them with the samples-table columns.
+
+    `backend`: an already loaded backend, left open (a Dask worker reuses one per process);
+    `first_batch`: this call's first batch index when it is one shard of a larger request."""
+    own = backend is None
+    backend = make_backend(cfg, str(model_dir), seed=seed) if own else backend
     try:
         spec = SamplingSpec(n=k, temperature=temperature, max_new_tokens=cfg.max_new_tokens, seed=seed,
-                            top_p=cfg.top_p, stop=tuple(cfg.stop))
+                            top_p=cfg.top_p, stop=tuple(cfg.stop), first_batch=first_batch)
         out = backend.generate(prompts.select("prompt_id", "text"), spec, desc=desc)
     finally:
-        backend.close()
+        if own:
+            backend.close()
     return out.with_columns(iteration=pl.lit(iteration), temperature=pl.lit(float(temperature)),
                             model_hash=pl.lit(model_fingerprint(model_dir)), pass_name=pl.lit(pass_name))
 
 
 def generate(model_dir: Path, prompts_path: Path, cfg: GenerateConfig, pool: PoolConfig, *, iteration: str,
-             round_index: int, temperature: float, seed: int, out_path: Path) -> Path:
+             round_index: int, temperature: float, seed: int, out_path: Path,
+             scale: ScaleConfig | None = None) -> Path:
     prompts = pl.read_parquet(prompts_path)
     chosen = pool_prompts(prompts, pool, round_index, seed)
+    if scale is not None and scale.runner != "local":
+        from tasks.shards import generate_sharded
+
+        return generate_sharded(model_dir, chosen, cfg, scale, temperature=temperature, k=cfg.k, seed=seed,
+                                iteration=iteration, desc=f"generate {iteration}", out_path=out_path)
     samples = sample_prompts(model_dir, chosen, cfg, temperature=temperature, k=cfg.k, seed=seed,
                              iteration=iteration, desc=f"generate {iteration}")
     return write_table(samples, out_path, SAMPLES)

@@ -20,6 +20,9 @@ from tasks.modeling import load_tokenizer, render_prompts, resolve_model_ref
 from tasks.train import quiet_trainer
 
 MARKER = "reward.json"
+# Rows per forward pass. Padding differs by batch, so a row's reward depends (in the last bits) on
+# its batch: sharded scoring cuts shards on these boundaries (tasks/shards.py).
+SCORE_BATCH = 128
 
 
 def reward_enabled(model_dir: Path) -> bool:
@@ -28,7 +31,7 @@ def reward_enabled(model_dir: Path) -> bool:
 
 
 class RewardScorer:
-    def __init__(self, model_dir: Path, kind: str = "orm", batch_size: int = 128) -> None:
+    def __init__(self, model_dir: Path, kind: str = "orm", batch_size: int = SCORE_BATCH) -> None:
         from transformers import AutoModelForSequenceClassification
 
         self.tokenizer = load_tokenizer(model_dir)
@@ -59,14 +62,16 @@ class RewardScorer:
         return frame.group_by("i").agg(pl.col("r").min()).sort("i")["r"].to_numpy()
 
 
-def add_rewards(scored: pl.DataFrame, prompts: pl.DataFrame, model_dir: Path | None, cfg: RewardConfig) -> pl.DataFrame:
-    """Fill `reward` and recompute `score = correct + weight * reward`."""
+def add_rewards(scored: pl.DataFrame, prompts: pl.DataFrame, model_dir: Path | None, cfg: RewardConfig,
+                scorer: RewardScorer | None = None) -> pl.DataFrame:
+    """Fill `reward` and recompute `score = correct + weight * reward` (`scorer`: an already loaded model)."""
     if model_dir is None or not reward_enabled(model_dir):
         rewards = pl.lit(None, pl.Float64)
     else:
         joined = scored.select("prompt_id", "text").join(prompts.select("prompt_id", pl.col("text").alias("q")),
                                                          on="prompt_id", how="left", maintain_order="left")
-        rewards = pl.Series(RewardScorer(model_dir, cfg.kind).score(joined["q"].to_list(), joined["text"].to_list()))
+        scorer = scorer or RewardScorer(model_dir, cfg.kind)
+        rewards = pl.Series(scorer.score(joined["q"].to_list(), joined["text"].to_list()))
     out = scored.with_columns(reward=rewards)
     return out.with_columns(score=pl.col("correct").cast(pl.Float64) + (cfg.weight * pl.col("reward")).fill_null(0.0))
 

@@ -24,6 +24,10 @@ class SamplingSpec:
     seed: int
     top_p: float = 1.0
     stop: tuple[str, ...] = field(default_factory=tuple)
+    # When this call is one shard of a larger request: the index of its first batch there. The HF
+    # backend seeds batch b by (seed, first_batch + b), so a shard of whole batches reproduces the
+    # unsharded run; vLLM seeds per prompt and ignores it.
+    first_batch: int = 0
 
     def __post_init__(self) -> None:
         if self.temperature == 0 and self.n != 1:

@@ -49,7 +49,7 @@ class HFBackend:
         with progress_bar(desc, total=len(ids) * spec.n) as advance:
             for b, start in enumerate(range(0, len(ids), self.batch_size)):
                 chunk_ids = ids[start:start + self.batch_size]
-                seed = derive_seed(spec.seed, "hf-batch", desc, b)
+                seed = derive_seed(spec.seed, "hf-batch", desc, spec.first_batch + b)
                 out_text, n_tok, reasons = self._batch(texts[start:start + self.batch_size], spec, seed)
                 cols["prompt_id"] += [p for p in chunk_ids for _ in range(spec.n)]
                 cols["sample_idx"] += list(range(spec.n)) * len(chunk_ids)
