@@ -253,7 +253,8 @@ class VLLMConfig(_Model):
 
 
 class GenerateConfig(_Model):
-    backend: Literal["hf", "vllm", "auto"] = Field("hf", description="auto: vLLM when it imports, else HF")
+    backend: Literal["hf", "vllm", "auto"] = Field(
+        "auto", description="auto: vLLM when it imports, else HF (logged, and fixed in the workspace at init)")
     k: int = Field(8, ge=1, description="samples per prompt")
     temperature: float = Field(0.8, ge=0, description="used when calibration is off")
     top_p: float = Field(1.0, gt=0, le=1)

@@ -21,7 +21,8 @@ MICRO_RECIPE = {
                        "num_kv_heads": 1, "intermediate_size": 64}},
     "warmup": {"max_steps": 3, "batch_size": 16},
     "pool": {"prompts_per_iteration": 16},
-    "generate": {"k": 2, "max_new_tokens": 24, "batch_size": 16},
+    # HF: no engine start per stage keeps the suite fast; test_vllm_e2e runs the loop on vLLM
+    "generate": {"backend": "hf", "k": 2, "max_new_tokens": 24, "batch_size": 16},
     "train": {"max_steps": 2, "batch_size": 8},
     "evaluate": {"k": 2},
     # an untrained micro model writes mostly noise: keep the gate open so the e2e loop runs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -44,7 +45,16 @@ class GenerationBackend(Protocol):
     def close(self) -> None: ...
 
 
+def prepare_vllm_env() -> None:
+    """Set before vLLM is first imported: its logs go to stderr at WARNING (stdout belongs to the
+    command, e.g. `--json`), and the engine runs in-process (no spawn, a 3 s start)."""
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+
 def vllm_usable() -> bool:
+    prepare_vllm_env()
     try:
         import vllm  # noqa: F401
     except Exception:

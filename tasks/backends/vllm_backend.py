@@ -11,7 +11,7 @@ import os
 
 import polars as pl
 
-from tasks.backends.base import OUTPUT_SCHEMA, SamplingSpec
+from tasks.backends.base import OUTPUT_SCHEMA, SamplingSpec, prepare_vllm_env
 from tasks.config import VLLMConfig
 from tasks.modeling import render_prompts, resolve_model_ref
 from tasks.seeds import derive_seed
@@ -27,8 +27,7 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, model_ref: str, cfg: VLLMConfig, seed: int = 0, lora_path: str | None = None) -> None:
-        # In-process engine: no spawn (scripts would need a __main__ guard) and a 3 s start.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        prepare_vllm_env()  # in-process engine, logs on stderr
         cpu = _on_cpu()
         if cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(cfg.cpu_kv_cache_gb))))
