@@ -201,6 +201,8 @@ class TrainConfig(_Model):
     weight_decay: float = Field(0.0, ge=0)
     include_seed: bool = Field(True, description="mix the labelled seed set into each iteration")
     max_length: int = Field(256, ge=16)
+    sampling: Literal["random", "group_by_length"] = Field(
+        "random", description="group_by_length batches examples of similar length: less padding, faster steps")
     lora: LoraConfig | None = Field(None, description="None: full fine-tuning; set to train LoRA/QLoRA adapters")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 on a GPU that supports it, else fp32 (CPU); bf16/fp16 are mixed precision")

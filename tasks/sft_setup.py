@@ -95,7 +95,7 @@ def sft_config(cfg: TrainConfig, seed: int, precision: str, output_dir: Path, qu
         learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay, seed=seed, data_seed=seed, report_to="none",
         logging_steps=max(1, cfg.max_steps // 10), disable_tqdm=quiet, dataloader_num_workers=0,
-        remove_unused_columns=False, use_cpu=not on_gpu(),
+        remove_unused_columns=False, use_cpu=not on_gpu(), train_sampling_strategy=cfg.sampling,
         bf16=precision == "bf16", fp16=precision == "fp16",
         gradient_checkpointing=cfg.gradient_checkpointing,
         # we tokenise ourselves (the model's chat template, loss on the answer only) and pad in our collator

@@ -168,3 +168,28 @@ def test_checkpoints_of_another_run_are_not_resumed(micro_assets, examples, tmp_
     (ckpt / "run-key").write_text("some other run")
     res = sft(base, examples, CFG.model_copy(update={"checkpoint_every": 3}), 5, tmp_path / "out", checkpoint_dir=ckpt)
     assert "resumed_from_step" not in res and not ckpt.exists()
+
+
+def test_length_grouped_batches_pad_less_and_stay_deterministic(micro_assets, examples, tmp_path):
+    """`sampling: group_by_length` builds batches of similar length (less padding per step) and is
+    seeded like the random sampler, so a re-run is bit-identical."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from tasks.modeling import load_tokenizer
+
+    _, _, model = micro_assets
+    rows = tokenize_examples(load_tokenizer(model), examples["messages"], 256)
+    lengths = [len(r["input_ids"]) for r in rows]
+    # batches of 4: the sampler sorts mega-batches of 4 batches by length (64 examples here)
+    order = list(LengthGroupedSampler(4, lengths=lengths))
+    batches = [order[i:i + 4] for i in range(0, len(order), 4)]
+
+    def padded(batch_list):
+        return sum(max(lengths[i] for i in b) * len(b) for b in batch_list)
+
+    random_batches = [list(range(len(rows)))[i:i + 4] for i in range(0, len(rows), 4)]
+    assert sorted(order) == list(range(len(rows))) and padded(batches) < padded(random_batches)
+    cfg = CFG.model_copy(update={"sampling": "group_by_length"})
+    sft(model, examples, cfg, 3, tmp_path / "a")
+    sft(model, examples, cfg, 3, tmp_path / "b")
+    assert _weights(tmp_path / "a") == _weights(tmp_path / "b")
