@@ -252,6 +252,8 @@ class VLLMConfig(_Model):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     enforce_eager: bool = Field(False, description="skip CUDA graphs (always on for CPU)")
     cpu_kv_cache_gb: float = Field(1.0, gt=0, description="KV cache size on CPU; without it vLLM takes most RAM")
+    reuse_engine: bool = Field(True, description="CPU: keep the engine between stages that sample the same model "
+                                                 "(never on GPUs, whose memory training needs)")
 
 
 class GenerateConfig(_Model):

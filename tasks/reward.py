@@ -78,9 +78,10 @@ def add_rewards(scored: pl.DataFrame, prompts: pl.DataFrame, model_dir: Path | N
 
 def train_orm(policy_dir: Path, examples: pl.DataFrame, cfg: RewardConfig, seed: int, out_dir: Path) -> dict:
     """Regress +1 (verified correct) / -1 (incorrect) from the policy's own backbone."""
-    from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
+    from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments, set_seed
 
     tokenizer = load_tokenizer(policy_dir)
+    set_seed(seed)  # the new score head's initial weights come from the global RNG: never from what ran before
     model = AutoModelForSequenceClassification.from_pretrained(str(policy_dir), num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     texts = [p + s for p, s in zip(render_prompts(tokenizer, examples["q"].to_list()), examples["text"].to_list())]

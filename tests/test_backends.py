@@ -108,3 +108,33 @@ def test_asking_for_vllm_where_it_does_not_import_is_a_config_error(tmp_path, mo
     monkeypatch.setattr(backends.base, "vllm_usable", lambda: False)  # a machine without vLLM
     with pytest.raises(ConfigError, match="generate.backend"):
         preflight(recipe_from_dict({"generate": {"backend": "vllm"}}), tmp_path / "ws")
+
+
+@vllm
+def test_a_kept_engine_samples_exactly_like_a_fresh_one(micro_assets, prompts, tmp_path):
+    import shutil
+
+    from tasks.backends.engine_cache import release_engine, shared_engine
+    from tasks.backends.vllm_backend import VLLMBackend
+    from tasks.config import VLLMConfig
+
+    _, _, model = micro_assets
+    spec = SamplingSpec(n=2, temperature=1.0, max_new_tokens=12, seed=7)
+    cfg = VLLMConfig()
+    try:
+        first = shared_engine(str(model), cfg, seed=1)
+        warm = first.generate(prompts, SamplingSpec(n=3, temperature=0.7, max_new_tokens=12, seed=1))
+        again = shared_engine(str(model), cfg, seed=2)
+        assert again is first and warm.height == 3 * prompts.height
+        kept = again.generate(prompts, spec)
+        copy = tmp_path / "model"
+        shutil.copytree(model, copy)
+        assert shared_engine(str(copy), cfg, seed=2) is not first  # other files: another engine
+        assert shared_engine(str(copy), VLLMConfig(reuse_engine=False), seed=2).shared is False
+    finally:
+        release_engine()
+    fresh = VLLMBackend(str(model), cfg, seed=2)
+    try:
+        assert kept.equals(fresh.generate(prompts, spec))
+    finally:
+        fresh.close()

@@ -63,3 +63,22 @@ def test_without_a_reward_model_score_is_correctness(tmp_path):
     scored = pl.DataFrame({"prompt_id": ["p", "p"], "text": ["a", "b"], "correct": [True, False]})
     out = add_rewards(scored, pl.DataFrame({"prompt_id": ["p"], "text": ["q"]}), marker_dir, RewardConfig())
     assert out["score"].to_list() == [1.0, 0.0] and out["reward"].null_count() == 2
+
+
+def test_the_orm_does_not_depend_on_the_global_rng_state_before_it(orm_dir, tmp_path):
+    """Its new score head is initialised from the stage seed, not from whatever ran earlier in the
+    process (a vLLM engine, for one, re-seeds the global RNG when it starts)."""
+    import hashlib
+
+    import torch
+
+    policy = orm_dir.parent / "policy"
+    examples = pl.DataFrame({"q": ["Tom has 4 cups. Then gets 1 more. How many cups now?"] * 4,
+                             "text": [" 4+1=5. Answer: 5", " 4+1=3. Answer: 3"] * 2, "correct": [True, False] * 2})
+    cfg = RewardConfig(source="train", train_steps=2, batch_size=4)
+    digests = []
+    for i, earlier in enumerate((1, 12345)):
+        torch.manual_seed(earlier)
+        train_orm(policy, examples, cfg, seed=3, out_dir=tmp_path / f"r{i}")
+        digests.append(hashlib.sha256((tmp_path / f"r{i}" / "model.safetensors").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]

@@ -79,7 +79,7 @@ def make_backend(cfg, model_ref: str, seed: int = 0) -> GenerationBackend:
 
         return HFBackend(model_ref, batch_size=cfg.batch_size)
     if name == "vllm":
-        from tasks.backends.vllm_backend import VLLMBackend
+        from tasks.backends.engine_cache import shared_engine
 
-        return VLLMBackend(model_ref, cfg.vllm, seed=seed)
+        return shared_engine(model_ref, cfg.vllm, seed)
     raise ValueError(f"unknown backend {name!r}")

@@ -17,7 +17,7 @@ from tasks.modeling import render_prompts, resolve_model_ref
 from tasks.seeds import derive_seed
 
 
-def _on_cpu() -> bool:
+def on_cpu() -> bool:
     import torch
 
     return not torch.cuda.is_available()
@@ -25,10 +25,11 @@ def _on_cpu() -> bool:
 
 class VLLMBackend:
     name = "vllm"
+    shared = False  # True while tasks.backends.engine_cache holds it for the next stage
 
     def __init__(self, model_ref: str, cfg: VLLMConfig, seed: int = 0, lora_path: str | None = None) -> None:
         prepare_vllm_env()  # in-process engine, logs on stderr
-        cpu = _on_cpu()
+        cpu = on_cpu()
         if cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(cfg.cpu_kv_cache_gb))))
         from vllm import LLM
@@ -88,4 +89,5 @@ class VLLMBackend:
         return pl.DataFrame(cols, schema=OUTPUT_SCHEMA)
 
     def close(self) -> None:
-        del self.llm
+        if not self.shared:
+            del self.llm
