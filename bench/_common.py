@@ -29,10 +29,13 @@ def print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:
 
     table = Table(title=title)
     for h in header:
-        table.add_column(h)
+        table.add_column(h, no_wrap=True)
     for r in rows:
         table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r))
-    Console().print(table)
+    # piped output has no terminal width; a wide table must not be cut down to ellipses
+    needed = Console(width=10_000).measure(table).maximum
+    console = Console()
+    Console(width=max(console.width, needed)).print(table)
 
 
 def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:

@@ -96,7 +96,7 @@ def main() -> None:
     print_table("B-STaR balancing vs fixed-config STaR (held-out test; distinct = pool distinct-correct ratio)",
                 header, rows)
     for name, res in results.items():
-        print(f"{name}: {res['seconds']:.0f} s")
+        print(f"{name}: {res['seconds']:.0f} s" if res["seconds"] == res["seconds"] else f"{name}: reused workspace")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
