@@ -100,7 +100,8 @@ def dispatch_stage(layout: Layout, stage: str, it: str, cfg: StageDispatch) -> d
                             "it was cancelled.", field=f"dispatch.{stage}.timeout_s",
                             fix="raise the timeout, or check that a worker is polling the deployment's work pool.")
     if not state.is_completed():
-        raise DispatchError(f"{name}: the worker run {run.name} ended {state.name}: {state.message}.",
+        why = (state.message or "no message").rstrip(".")
+        raise DispatchError(f"{name}: the worker run {run.name} ended {state.name}: {why}.",
                             fix="see that flow run's logs in Prefect; nothing was recorded.")
     report = read_report(run.id)
     check_report(request, report)

@@ -118,3 +118,47 @@ def test_train_on_a_work_pool_records_the_same_iteration_as_a_local_run(prefect_
     assert git(ws, "status", "--porcelain") == "" and "up to date" in dvc(ws, "status")
     # the workspace's remote holds the model for anyone who clones it, like a local run's
     assert "in sync" in dvc(ws, "status", "--cloud", "train@0001")
+
+
+def _run_dispatched(env: dict, tmp_path: Path, name: str, dispatch: dict) -> tuple[Path, subprocess.CompletedProcess]:
+    recipe = write_recipe(tmp_path / f"{name}.yaml", {"dispatch.train": {"poll_interval_s": 1, **dispatch}})
+    ws = tmp_path / name
+    run = subprocess.run([sys.executable, "-m", "flywheel", "run", "-w", str(ws), "--config", str(recipe), "-n", "1"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    return ws, run
+
+
+def _nothing_recorded_after_warmup(ws: Path) -> None:
+    assert git(ws, "tag", "--list").split() == ["iter-0000"]
+    assert "train@0001" not in yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
+    assert not (ws / "records" / "0001.json").exists()
+    assert not (ws / "records" / "dispatch" / "train@0001.json").exists()
+
+
+def test_a_crashed_worker_run_fails_the_stage_and_records_nothing(prefect_pool, tmp_path):
+    env, url, base = prefect_pool
+    # the process worker runs `false` instead of the flow: the flow run ends Crashed
+    ws, run = _run_dispatched(env, tmp_path, "crashed", {"deployment": "flywheel-stage/cpu", "timeout_s": 600,
+                                                          "job_variables": {"command": "false"}})
+    assert run.returncode == 5, run.stderr[-3000:]
+    last = run.stderr.strip().splitlines()[-1]
+    assert "train@0001" in last and "ended Crashed" in last and ".." not in last, run.stderr[-3000:]
+    _nothing_recorded_after_warmup(ws)
+
+
+def test_a_worker_that_never_starts_is_cancelled_after_the_timeout(prefect_pool, tmp_path):
+    env, url, base = prefect_pool
+    # a pool with no worker polling it: the run stays Scheduled until flywheel gives up on it
+    subprocess.run([str(BIN / "prefect"), "work-pool", "create", "flywheel-idle", "--type", "process"], env=env,
+                   check=True, capture_output=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "flywheel", "deploy-worker", "--pool", "flywheel-idle",
+                          "--name", "idle"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ws, run = _run_dispatched(env, tmp_path, "idle", {"deployment": "flywheel-stage/idle", "timeout_s": 3})
+    assert run.returncode == 5, run.stderr[-3000:]
+    last = run.stderr.strip().splitlines()[-1]
+    assert "did not finish within 3 s" in last and "dispatch.train.timeout_s" in last, run.stderr[-3000:]
+    _nothing_recorded_after_warmup(ws)
+    runs = _api(url, "/flow_runs/filter", {"flow_runs": {"name": {"any_": ["train@0001"]}},
+                                           "deployments": {"name": {"any_": ["idle"]}}})
+    assert len(runs) == 1 and runs[0]["state_type"] in ("CANCELLING", "CANCELLED"), runs
