@@ -1,5 +1,5 @@
-"""Train on a Prefect work pool for real: a local Prefect server and a process worker on loopback,
-the worker flow deployed with `flywheel deploy-worker`, and a nightly run that dispatches train.
+"""Train or generate on a Prefect work pool for real: a local Prefect server and a process worker on loopback,
+the worker flow deployed with `flywheel deploy-worker`, and a nightly run that dispatches a stage.
 The recorded iteration must equal the same iteration run locally (tests/conftest.py micro_workspace).
 """
 
@@ -88,19 +88,22 @@ def prefect_pool(tmp_path_factory):
             _stop(proc)
 
 
-def test_train_on_a_work_pool_records_the_same_iteration_as_a_local_run(prefect_pool, micro_workspace, tmp_path):
+@pytest.mark.parametrize("stage", ["train", "generate"])
+def test_a_stage_on_a_work_pool_records_the_same_iteration_as_a_local_run(stage, prefect_pool, micro_workspace,
+                                                                          tmp_path):
     env, url, base = prefect_pool
-    recipe = write_recipe(tmp_path / "micro.yaml", {"dispatch.train": {
+    recipe = write_recipe(tmp_path / "micro.yaml", {f"dispatch.{stage}": {
         "deployment": "flywheel-stage/cpu", "poll_interval_s": 1, "timeout_s": 600}})
     ws = tmp_path / "ws"
     run = subprocess.run([sys.executable, "-m", "flywheel", "run", "-w", str(ws), "--config", str(recipe), "-n", "1"],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:] + (base / "worker.log").read_text()[-3000:]
 
-    # train ran as a flow run of the deployment, on the worker
-    report = json.loads((ws / "records" / "dispatch" / "train@0001.json").read_text())
+    # the stage ran as a flow run of the deployment, on the worker; no other stage was dispatched
+    assert sorted(p.name for p in (ws / "records" / "dispatch").iterdir()) == [f"{stage}@0001.json"]
+    report = json.loads((ws / "records" / "dispatch" / f"{stage}@0001.json").read_text())
     flow_run = _api(url, f"/flow_runs/{report['flow_run']}")
-    assert flow_run["state_type"] == "COMPLETED" and flow_run["name"] == "train@0001"
+    assert flow_run["state_type"] == "COMPLETED" and flow_run["name"] == f"{stage}@0001"
     assert flow_run["parent_task_run_id"]  # a subflow of the nightly run
     assert report["deployment"] == "flywheel-stage/cpu" and report["device"] == "cpu"
 
@@ -108,16 +111,16 @@ def test_train_on_a_work_pool_records_the_same_iteration_as_a_local_run(prefect_
     local = yaml.safe_load((micro_workspace / "dvc.lock").read_text())["stages"]
     remote = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
     assert set(remote) == {s for s in local if "@" not in s or s.endswith("@0001")}
-    for stage, entry in remote.items():
+    for name, entry in remote.items():
         for key in ("cmd", "deps", "params", "outs"):
-            assert entry.get(key) == local[stage].get(key), (stage, key)
+            assert entry.get(key) == local[name].get(key), (name, key)
     a, b = (json.loads((w / "records" / "0001.json").read_text()) for w in (ws, micro_workspace))
     for key in ("choice", "metrics", "gate", "eval", "promotion", "status", "next_parent", "device"):
         assert a[key] == b[key], key
     assert git(ws, "tag", "--list").split() == ["iter-0000", "iter-0001"]
     assert git(ws, "status", "--porcelain") == "" and "up to date" in dvc(ws, "status")
-    # the workspace's remote holds the model for anyone who clones it, like a local run's
-    assert "in sync" in dvc(ws, "status", "--cloud", "train@0001")
+    # the workspace's remote holds the stage's outputs for anyone who clones it, like a local run's
+    assert "in sync" in dvc(ws, "status", "--cloud", f"{stage}@0001")
 
 
 def _run_dispatched(env: dict, tmp_path: Path, name: str, dispatch: dict) -> tuple[Path, subprocess.CompletedProcess]:
