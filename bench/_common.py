@@ -34,8 +34,7 @@ def print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:
         table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r))
     # piped output has no terminal width; a wide table must not be cut down to ellipses
     needed = Console(width=10_000).measure(table).maximum
-    console = Console()
-    Console(width=max(console.width, needed)).print(table)
+    Console(width=max(Console().width, needed)).print(table)
 
 
 def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:

@@ -65,7 +65,7 @@ def read_rows(root: Path, iterations: int) -> dict:
         rows.append({"iteration": i, "pass@1": ev["pass@1"], "pass@k": ev[k_key],
                      "distinct_ratio": metrics.get("distinct_correct_ratio"),
                      "temperature": choice.get("temperature"), "threshold": choice.get("threshold")})
-    return {"rows": rows, "seconds": float("nan")}
+    return {"rows": rows, "seconds": None}  # None: a reused workspace, not timed here
 
 
 def main() -> None:
@@ -96,7 +96,7 @@ def main() -> None:
     print_table("B-STaR balancing vs fixed-config STaR (held-out test; distinct = pool distinct-correct ratio)",
                 header, rows)
     for name, res in results.items():
-        print(f"{name}: {res['seconds']:.0f} s" if res["seconds"] == res["seconds"] else f"{name}: reused workspace")
+        print(f"{name}: reused workspace" if res["seconds"] is None else f"{name}: {res['seconds']:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
