@@ -8,6 +8,8 @@ from pydantic import Field, field_validator, model_validator
 
 from tasks.config_base import _Model
 
+SPLITS = ("seed", "train", "probe", "test")  # tasks.schema.SPLITS, without importing Polars here
+
 
 class ArithSource(_Model):
     """Built-in generator of arithmetic word problems (the embedded default task)."""
@@ -39,14 +41,29 @@ ANSWER_FORMAT_DOC = ("how the answer column holds the gold: plain (as is); gsm8k
 TARGET_DOC = "labelled solution the seed split is fine-tuned on (may be the answer column, e.g. GSM8K's 'answer')"
 
 
+CARVE_DOC = (
+    "carve splits out of rows that carry none, by a hash of each prompt's normalised text and run.seed: "
+    "{test: 0.2, probe: 64, seed: 0.1}; the rest is train. A share (0 < x < 1) keeps every existing prompt "
+    "in its split when rows are added. A count (a whole number; probe and seed only) is exact for the "
+    "file at hand, but added rows can push a few of its prompts on to the later splits (seed, then train); "
+    "none ever moves from train into a carved split. Seed is carved from rows with a target only. With "
+    "one file per split, the carve cuts the train file")
+
+
 class FileSource(_Model):
-    """Prompts from a local Parquet/JSONL file with a column mapping."""
+    """Prompts from local Parquet/JSONL files with a column mapping. Splits come from a split column,
+    from a carve (`splits`), or from one file per split (`path: {train: a.jsonl, test: b.jsonl}`)."""
 
     type: Literal["file"] = "file"
-    path: str = Field(description="Parquet (.parquet) or JSON-lines (.jsonl) file")
+    path: str | dict[str, str] = Field(
+        description="a Parquet (.parquet) or JSON-lines (.jsonl) file, or one per split: {train: a.jsonl, "
+                    "test: b.jsonl, ...} (train required; test a file or carved). A relative path is looked "
+                    "up from the working directory, then from the code repository (data/examples/...)")
     text_column: str = "text"
     answer_column: str | None = "answer"
-    split_column: str = Field("split", description="values: seed, train, probe, test")
+    split_column: str = Field("split", description="values: seed, train, probe, test; read only from a single "
+                                                   "file without `splits`")
+    splits: dict[str, float | int] | None = Field(None, description=CARVE_DOC)
     difficulty_column: str | None = None
     extra_columns: list[str] = Field(
         default_factory=list, description="other columns the file may carry (ignored); any column not mapped "
@@ -54,11 +71,59 @@ class FileSource(_Model):
     target_column: str | None = Field(None, description=TARGET_DOC)
     answer_format: AnswerFormat = Field("plain", description=ANSWER_FORMAT_DOC)
 
+    @field_validator("path")
+    @classmethod
+    def _split_files(cls, v: str | dict[str, str]) -> str | dict[str, str]:
+        if isinstance(v, dict):
+            unknown = sorted(set(v) - set(SPLITS))
+            if unknown:
+                raise ValueError(f"unknown split(s) {unknown}; one file per split uses keys {list(SPLITS)}")
+            if "train" not in v:
+                raise ValueError("one file per split needs a train file (the unlabelled pool)")
+        return v
+
+    @field_validator("splits", mode="before")
+    @classmethod
+    def _shares_or_counts(cls, v: object) -> object:
+        if not isinstance(v, dict):
+            return v
+        for split, x in v.items():
+            if split not in ("seed", "probe", "test"):
+                raise ValueError(f"cannot carve {split!r}: carve seed, probe and test (the rest is train)")
+            if isinstance(x, bool) or not isinstance(x, int | float) or x < 0 or (isinstance(x, float) and x >= 1):
+                raise ValueError(f"{split}: {x!r} is neither a share (0 < x < 1, e.g. 0.2) nor a count "
+                                 "(a whole number, e.g. 64)")
+        if isinstance(v.get("test"), int) and v["test"] > 0:
+            raise ValueError("test must be a share such as 0.2: a count would move held-out prompts into "
+                             "training when rows are added")
+        if sum(x for x in v.values() if isinstance(x, float)) >= 1:
+            raise ValueError("the shares add up to 1 or more; leave some rows for train")
+        return v
+
     @model_validator(mode="after")
-    def _format_needs_answers(self) -> FileSource:
+    def _consistent(self) -> FileSource:
         if self.answer_format != "plain" and not self.answer_column:
             raise ValueError(f"answer_format '{self.answer_format}' needs answer_column")
+        many = isinstance(self.path, dict)
+        if "split_column" in self.model_fields_set and (many or self.splits is not None):
+            raise ValueError("split_column is read only from a single file without `splits`; remove it")
+        carved = set(k for k, x in (self.splits or {}).items() if x)
+        if many and carved & set(self.path):
+            raise ValueError(f"split(s) {sorted(carved & set(self.path))} have a file and a carve; keep one")
+        has_test = "test" in carved or (many and "test" in self.path)
+        if (many or self.splits is not None) and not has_test:
+            raise ValueError("no test split: give a test file or carve one, e.g. splits: {test: 0.2}")
         return self
+
+    def files(self) -> dict[str | None, str]:
+        """The files to read, each with the split all its rows belong to (None: from a column or carve)."""
+        if isinstance(self.path, dict):
+            return {s: self.path[s] for s in SPLITS if s in self.path}
+        return {None: self.path}
+
+    def describe(self) -> str:
+        """The path(s) as a user wrote them, for messages."""
+        return self.path if isinstance(self.path, str) else ", ".join(self.files().values())
 
 
 class HubSource(_Model):

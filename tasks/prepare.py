@@ -9,7 +9,7 @@ import polars as pl
 from tasks.arith import generate_problems
 from tasks.config import ArithSource, FileSource, HubSource, MBPPSource, Recipe
 from tasks.errors import InputDataError
-from tasks.schema import PROMPTS, SPLITS, stable_ids, write_table
+from tasks.schema import PROMPTS, stable_ids, write_table
 from tasks.seeds import derive_seed
 
 
@@ -58,78 +58,79 @@ def build_arith_prompts(src: ArithSource, run_seed: int) -> pl.DataFrame:
 
 
 def _read_prompt_file(src: FileSource | MBPPSource) -> pl.DataFrame:
-    path = Path(src.path)
-    if not path.is_file():
-        raise InputDataError("file not found.", file=str(path), field="prompts.source.path",
-                             fix="point prompts.source.path at an existing .parquet or .jsonl file.")
-    if path.stat().st_size == 0:
-        raise InputDataError("file is empty.", file=str(path), fix="add prompts to the file.")
-    try:
-        if path.suffix == ".parquet":
-            return pl.read_parquet(path)
-        if path.suffix in (".jsonl", ".json"):
-            path.read_text(encoding="utf-8")  # fail early on a wrong encoding
-            return pl.read_ndjson(path, infer_schema_length=None)
-    except UnicodeDecodeError:
-        raise InputDataError("not valid UTF-8.", file=str(path), fix="re-encode the file as UTF-8.") from None
-    except Exception as exc:  # polars raises several types for malformed files
-        raise InputDataError(f"cannot be read ({type(exc).__name__}).", file=str(path),
-                             fix="check that it is valid Parquet or JSON lines.") from None
-    raise InputDataError(f"unsupported file type '{path.suffix}'.", file=str(path),
-                         fix="use .parquet or .jsonl.")
+    """The single file at `src.path`, read (MBPP's loader maps its columns itself)."""
+    from tasks.prompt_files import read_prompt_file
+
+    return read_prompt_file(src.path)
 
 
-def ingest_prompt_file(src: FileSource) -> pl.DataFrame:
-    """Validate a user prompt file and map its columns onto the prompts table."""
-    df = _read_prompt_file(src)
-    file = src.path
-    mapping = {"text": src.text_column, "split": src.split_column}
-    if src.answer_column:
-        mapping["answer"] = src.answer_column
-    if src.difficulty_column:
-        mapping["difficulty"] = src.difficulty_column
-    if src.target_column:
-        mapping["target"] = src.target_column
-    missing = [col for col in mapping.values() if col not in df.columns]
-    if missing:
-        raise InputDataError(f"missing column(s) {missing}; found {df.columns}.", file=file,
-                             field="prompts.source", fix="add the column or set the matching *_column option.")
-    extra = [col for col in df.columns if col not in mapping.values() and col not in src.extra_columns]
-    if extra:
-        raise InputDataError(f"unexpected column(s) {extra}.", file=file, field="prompts.source",
-                             fix="map them with *_column, list them in prompts.source.extra_columns, or drop them.")
-    if df.height == 0:
-        raise InputDataError("no rows.", file=file, fix="add prompts to the file.")
-    out = df.select([pl.col(v).alias(k) for k, v in mapping.items()])
-    if out.schema["text"] != pl.String:
-        raise InputDataError(f"column '{src.text_column}' must hold text, not {out.schema['text']}.",
-                             file=file, field=src.text_column, fix="store prompts as strings.")
-    bad_split = out.filter(~pl.col("split").is_in(list(SPLITS)))
-    if bad_split.height:
-        raise InputDataError(f"unknown split value {bad_split['split'][0]!r}.", file=file,
-                             field=src.split_column, fix=f"use one of {list(SPLITS)}.")
-    out = out.with_columns(
-        stable_ids(out["text"]),
-        pl.col("answer").cast(pl.String) if "answer" in out.columns else pl.lit(None, pl.String).alias("answer"),
-        pl.lit(f"file:{Path(file).name}").alias("source"),
-        pl.col("target").cast(pl.String) if "target" in out.columns else pl.lit(None, pl.String).alias("target"),
-        *([] if "difficulty" in out.columns else [pl.lit(None, pl.Int32).alias("difficulty")]),
-    )
-    dup = out.filter(pl.col("prompt_id").is_duplicated())
-    if dup.height:
-        raise InputDataError(f"{dup.height} rows repeat a prompt (same normalised text), e.g. "
-                             f"{dup['text'][0][:40]!r}.", file=file, field=src.text_column,
+def _refuse_repeats(df: pl.DataFrame, text_column: str) -> None:
+    """A prompt (same normalised text) twice in one file, or in two training files. A test prompt
+    that is also in another file is the leakage check's to name."""
+    within = df.filter(pl.col("prompt_id").is_duplicated().over("_file"))
+    if within.height:
+        first = within.filter(pl.col("prompt_id") == within["prompt_id"][0])
+        rows = " and ".join(str(r) for r in first["_row"].head(2).to_list())
+        raise InputDataError(f"{within.height} rows repeat a prompt (same normalised text), e.g. rows {rows}: "
+                             f"{first['text'][0][:40]!r}.", file=first["_file"][0], field=text_column,
                              fix="remove duplicate prompts.")
+    check_no_leakage(df, "prompts")
+    across = df.filter(pl.col("prompt_id").is_duplicated()).sort("_file", "_row")
+    if across.height:
+        a, b = across.filter(pl.col("prompt_id") == across["prompt_id"][0]).head(2).iter_rows(named=True)
+        raise InputDataError(f"row {b['_row']} of {b['_file']} repeats row {a['_row']} (same normalised text, "
+                             f"{a['text'][:40]!r}).", file=a["_file"], field=text_column,
+                             fix="keep each prompt in one split's file only.")
+
+
+def ingest_prompt_file(src: FileSource, run_seed: int = 0) -> pl.DataFrame:
+    """Validate the prompt file(s), map their columns onto the prompts table and settle the splits:
+    from a split column, from one file per split, or carved by prompt hash (tasks/splits.py).
+
+    The frame keeps `_file` and `_row` so later checks can name a row; writing the table drops them."""
+    from tasks.prompt_files import read_mapped
+
+    frames = []
+    for split, path in src.files().items():
+        carved = src.splits is not None and split in (None, "train")
+        part = read_mapped(src, path, None if carved else split)
+        frames.append(part.with_columns(
+            pl.col("answer").cast(pl.String) if "answer" in part.columns else pl.lit(None, pl.String).alias("answer"),
+            pl.col("target").cast(pl.String) if "target" in part.columns else pl.lit(None, pl.String).alias("target"),
+            *([] if "split" in part.columns else [pl.lit(None, pl.String).alias("split")]),
+            source=pl.lit(f"file:{Path(path).name}")))
+    out = pl.concat(frames, how="diagonal_relaxed")
+    out = out.with_columns(stable_ids(out["text"]),
+                           *([] if "difficulty" in out.columns else [pl.lit(None, pl.Int32).alias("difficulty")]))
+    _refuse_repeats(out, src.text_column)
+    if src.splits is not None:
+        from tasks.splits import carve
+
+        out = carve(out, src.splits, run_seed, file=src.describe())
     return out
 
 
 def check_no_leakage(prompts: pl.DataFrame, source: str = "prompts") -> None:
     """No held-out test prompt may appear, by normalised-text hash, in any other split."""
-    test_ids = prompts.filter(pl.col("split") == "test")["prompt_id"]
-    leaked = prompts.filter((pl.col("split") != "test") & pl.col("prompt_id").is_in(test_ids.implode()))
+    is_test = (pl.col("split") == "test").fill_null(False)  # a row still to be carved is not test
+    test_ids = prompts.filter(is_test)["prompt_id"]
+    leaked = prompts.filter(~is_test & pl.col("prompt_id").is_in(test_ids.implode()))
     if leaked.height:
-        raise InputDataError(f"{leaked.height} test prompt(s) also appear in training splits.",
+        where = ""
+        if "_file" in prompts.columns:  # name the two rows
+            a = leaked.row(0, named=True)
+            b = prompts.filter(is_test & (pl.col("prompt_id") == a["prompt_id"])).row(0, named=True)
+            where = f" (row {a['_row']} of {a['_file']} is test row {b['_row']} of {b['_file']})"
+            source = a["_file"]
+        raise InputDataError(f"{leaked.height} test prompt(s) also appear in training splits{where}.",
                              file=source, field="split", fix="remove them from the seed/train/probe splits.")
+
+
+def source_name(src: ArithSource | FileSource | HubSource | MBPPSource) -> str:
+    """What messages call the prompt source: its file(s), dataset, or the built-in generator."""
+    if isinstance(src, FileSource):
+        return src.describe()
+    return getattr(src, "path", None) or getattr(src, "dataset", "prompts")
 
 
 def prepare(recipe: Recipe, out_path: Path) -> Path:
@@ -147,6 +148,6 @@ def prepare(recipe: Recipe, out_path: Path) -> Path:
     else:
         from tasks.math_sources import apply_answer_format
 
-        df = apply_answer_format(ingest_prompt_file(src), src.answer_format, source=src.path)
-    check_no_leakage(df, getattr(src, "path", None) or getattr(src, "dataset", "prompts"))
+        df = apply_answer_format(ingest_prompt_file(src, recipe.run.seed), src.answer_format, source=src.describe())
+    check_no_leakage(df, source_name(src))
     return write_table(df, out_path, PROMPTS)
