@@ -1,52 +1,50 @@
-"""Run untrusted Python (a model's code plus its unit tests) in a contained child process.
+"""Check a sample's code against its unit tests: the code runs in a kernel sandbox, the checks here.
 
-What each run gets:
-- a separate interpreter (`python -s -P -B` with an environment built from scratch: no proxies,
-  no credentials, no PYTHON* variables except a fixed hash seed, so results are reproducible);
-- a fresh temporary working directory, removed afterwards (it is also the child's HOME and TMPDIR);
-- resource limits the child sets on itself before any sample code is read, soft = hard so they
-  cannot be raised again: CPU time, address space, file size, open files, no core dumps, and no
-  new processes or threads (RLIMIT_NPROC; the kernel does not enforce it for root);
-- a wall-clock timeout, after which the whole process group is killed;
-- no network: an empty network namespace (`unshare --user --net`) where the kernel allows
-  unprivileged user namespaces, and in any case an audit hook (`sys.addaudithook`, see
-  tasks/sandbox_child.py) that ends the process on any socket operation, on opening a file outside
-  the temporary directory (reading the Python installation is allowed), on deleting, renaming,
-  creating or changing anything outside it, and on starting processes (fork, exec, spawn,
-  subprocess, os.system), sending signals, loading ctypes or raising limits.
+Who enforces what (the README's sandbox section has the whole threat model):
+- the kernel, set up by bubblewrap (tasks/sandbox_host.py): the sample's process has its own user,
+  mount, PID, IPC, UTS and network namespaces, sees only a read-only Python runtime and a private
+  tmpfs, runs as an unprivileged uid with no capabilities under no_new_privs, and a seccomp filter
+  (tasks/sandbox_seccomp.py) kills it on any attempt to create processes or threads, signal, trace,
+  open sockets, mount, or enter namespaces; rlimits it cannot raise bound its CPU time, memory,
+  file sizes and open files. When its PID namespace's first process dies, the kernel kills every
+  process in it, so nothing outlives the run;
+- this process: it never runs the sample's text. It sends the code and the sub-expressions of the
+  tests to the runner (tasks/sandbox_child.py), decodes the plain values that come back
+  (tasks/sandbox_wire.py) and evaluates every assertion itself (tasks/sandbox_checks.py). Every read
+  and write on the pipes, and every wait, has the run's wall-clock deadline.
 
-Threat model, honestly: this contains the mistakes a code model makes (infinite loops, runaway
-memory, stray file writes, forgotten network calls, `exit()`), and it makes casual escapes
-fail loudly. It is not a security boundary against a determined attacker: audit hooks run inside
-the attacked interpreter, so a bug in CPython or a C extension, or introspection of the
-interpreter's own objects, can get around them, and a process running as root keeps root's file
-permissions wherever the hook is bypassed. Run code you do not trust, at scale, in a container
-or a gVisor/Firecracker sandbox as an unprivileged user, with this module as defence in depth.
+The sample can lie about its own values, exactly as a program can return any value; it cannot
+make a false assertion true, because it never sees the assertion's expected side and never runs
+the comparison.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import secrets
-import shutil
+import select
 import signal
 import subprocess
-import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from tasks.config import SandboxLimits
+from tasks.sandbox_checks import CheckFailed, Evaluator, RemoteRaised, Step, UnsupportedTest, plan_tests
+from tasks.sandbox_host import SandboxUnavailable, bwrap_command, check_host, sandbox_ids
+from tasks.sandbox_seccomp import program_fd
+from tasks.sandbox_wire import MAX_REPLY_BYTES, WireError, decode_reply
 
 Status = Literal["passed", "failed", "timeout", "memory", "error", "blocked"]
-CHILD = Path(__file__).with_name("sandbox_child.py")
-# Exit statuses of sandbox_child.py
-_EXIT_STATUS: dict[int, Status] = {1: "failed", 2: "error", 3: "memory", 4: "blocked"}
+RUNNER = Path(__file__).with_name("sandbox_child.py")  # its text is passed with -c: never imported
 _TAIL_BYTES = 2000
+_RAISED: dict[str, Status] = {"AssertionError": "failed", "MemoryError": "memory"}
+_SIGNALLED = 128  # bwrap exits with 128 + the signal that ended the sandboxed process
+
+__all__ = ["SandboxResult", "SandboxUnavailable", "UnsupportedTest", "require_sandbox", "run_tests"]
 
 
 @dataclass(frozen=True)
@@ -60,84 +58,192 @@ class SandboxResult:
         return self.status == "passed"
 
 
-@functools.cache
-def network_namespace_available() -> bool:
-    """Whether this kernel lets an unprivileged process enter a new user + network namespace."""
-    if not shutil.which("unshare"):
-        return False
+class _Ended(Exception):
+    """The runner stopped answering: it exited, closed its pipes, or the deadline passed."""
+
+    def __init__(self, timed_out: bool) -> None:
+        super().__init__("deadline" if timed_out else "end of output")
+        self.timed_out = timed_out
+
+
+class _Channel:
+    """Line-framed JSON requests and replies over the runner's stdin/stdout, all under one deadline."""
+
+    def __init__(self, proc: subprocess.Popen, deadline: float) -> None:
+        self.out, self.inp, self.deadline = proc.stdin.fileno(), proc.stdout.fileno(), deadline  # type: ignore
+        os.set_blocking(self.out, False)
+        os.set_blocking(self.inp, False)
+        self.buffer = bytearray()
+
+    def _wait(self, fd: int, event: int) -> None:
+        poller = select.poll()
+        poller.register(fd, event | select.POLLHUP | select.POLLERR)
+        left = self.deadline - time.monotonic()
+        if left <= 0 or not poller.poll(left * 1000):
+            raise _Ended(timed_out=True)
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        data = memoryview(json.dumps(request, ensure_ascii=True).encode() + b"\n")
+        while data:
+            self._wait(self.out, select.POLLOUT)
+            try:
+                data = data[os.write(self.out, data):]
+            except BlockingIOError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                raise _Ended(timed_out=False) from None
+        while b"\n" not in self.buffer:
+            if len(self.buffer) > MAX_REPLY_BYTES:
+                raise WireError(f"reply larger than {MAX_REPLY_BYTES} bytes")
+            self._wait(self.inp, select.POLLIN)
+            try:
+                chunk = os.read(self.inp, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                raise _Ended(timed_out=False)
+            self.buffer += chunk
+        line, _, rest = bytes(self.buffer).partition(b"\n")
+        self.buffer = bytearray(rest)
+        return decode_reply(line)
+
+
+def _raised(name: str, tail: str) -> tuple[Status, str]:
+    return _RAISED.get(name, "error"), tail or name
+
+
+def _check_all(chan: _Channel, code: str, steps: list[Step]) -> tuple[Status, str]:
+    reply = chan.ask({"op": "exec", "src": code, "name": "<sample>"})
+    if "raised" in reply:
+        return _raised(reply["raised"], reply["tail"])
+
+    def remote(source: str) -> Any:
+        answer = chan.ask({"op": "eval", "src": source})
+        if "raised" in answer:
+            raise RemoteRaised(answer["raised"], answer["tail"])
+        return answer["value"]
+
+    evaluator = Evaluator(remote)
+    for step in steps:
+        try:
+            if step.kind == "exec":
+                reply = chan.ask({"op": "exec", "src": step.source, "name": "<test>"})
+                if "raised" in reply:
+                    return _raised(reply["raised"], reply["tail"])
+            elif step.kind == "bind":
+                evaluator.bind(step)
+            else:
+                evaluator.check(step)
+        except (_Ended, WireError):
+            raise
+        except RemoteRaised as exc:
+            return _raised(exc.name, exc.tail)
+        except CheckFailed as exc:
+            seen = "; ".join(f"{src} returned {value!r:.200}" for src, value in evaluator.seen)
+            return "failed", f"AssertionError: {step.source}\n({exc}{': ' + seen if seen else ''})"
+        except Exception as exc:  # noqa: BLE001 - a test that fails on plain values, e.g. 1 < "a"
+            return "error", f"{type(exc).__name__}: {str(exc)[:200]} (in {step.source})"
+    return "passed", ""
+
+
+def _after_exit(proc: subprocess.Popen, ended: _Ended, deadline: float) -> tuple[Status, str]:
+    """The verdict when the runner stopped answering: from how (and whether) it ended by the deadline."""
+    if not ended.timed_out:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:  # closed its pipes and kept running
+            return "timeout", "sandbox: wall-clock limit"
+    if ended.timed_out or proc.returncode is None:
+        return "timeout", "sandbox: wall-clock limit"
+    code = proc.returncode
+    if code == _SIGNALLED + signal.SIGSYS:
+        return "blocked", "sandbox: blocked a forbidden system call"
+    if code in (_SIGNALLED + signal.SIGXCPU, _SIGNALLED + signal.SIGKILL):
+        return "timeout", "sandbox: CPU time limit"
+    return "error", f"sandbox: the sample's process exited (status {code}) before its tests were checked"
+
+
+def _kill(proc: subprocess.Popen) -> None:
     try:
-        return subprocess.run(["unshare", "--user", "--map-root-user", "--net", "true"], capture_output=True,
-                              timeout=10).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-def _child_env(workdir: str) -> dict[str, str]:
-    return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir,
-            "PYTHONHASHSEED": "0", "PYTHONIOENCODING": "utf-8"}
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # bwrap; the PID namespace dies with its first process
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _remove_tree(path: str) -> None:
-    """Remove the working directory, even where the sample took its own permissions away."""
     try:
-        shutil.rmtree(path)
-    except OSError:
-        os.chmod(path, 0o700)
-        for parent, dirs, _ in os.walk(path):  # top-down: each directory is unlocked before it is entered
-            for d in dirs:
-                if not os.path.islink(os.path.join(parent, d)):  # chmod would follow a link
-                    os.chmod(os.path.join(parent, d), 0o700)
-        shutil.rmtree(path, ignore_errors=True)
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass  # a process in uninterruptible sleep: the kernel reaps it later; the verdict stands
 
 
-def _status(returncode: int, timed_out: bool, tail: str, nonce: str) -> Status:
-    if timed_out or returncode in (-signal.SIGXCPU, -signal.SIGKILL) and "MemoryError" not in tail:
-        # SIGXCPU/SIGKILL without our kill: the CPU limit (an out-of-memory kill leaves no traceback either,
-        # but RLIMIT_AS makes allocations fail with MemoryError long before that)
-        return "timeout"
-    if returncode == 0:
-        return "passed" if tail.rstrip().endswith(nonce) else "error"  # exited early without running the tests
-    if returncode in _EXIT_STATUS:
-        return _EXIT_STATUS[returncode]
-    return "memory" if "MemoryError" in tail else "error"
-
-
-def run_python(code: str, limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
-    """Run `code` (a whole program: the sample's code followed by its tests) under `limits`.
-
-    Passed means the program ran to its end; failed, an AssertionError; error, any other exception
-    (syntax errors, `exit()`); memory, a MemoryError; timeout, the CPU or wall limit; blocked, a
-    forbidden operation (see the module docstring)."""
-    nonce = secrets.token_hex(16)
-    request = json.dumps({"code": code, "nonce": nonce, "limits": limits.model_dump(exclude={"workers"})})
-    prefix = ["unshare", "--user", "--map-root-user", "--net", "--"] if network_namespace_available() else []
-    argv = [*prefix, sys.executable, "-s", "-P", "-B", str(CHILD)]
-    workdir = tempfile.mkdtemp(prefix="flywheel-sandbox-")
-    try:
-        with tempfile.TemporaryFile() as err:
-            start = time.monotonic()
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, cwd=workdir,
-                                    env=_child_env(workdir), process_group=0, close_fds=True)
-            timed_out = False
+def _run(code: str, steps: list[Step], limits: SandboxLimits) -> SandboxResult:
+    runner = json.dumps(limits.model_dump(include={"cpu_seconds", "memory_mb", "file_size_mb"}))
+    ids = sandbox_ids()
+    user = {"user": ids[0], "group": ids[1], "extra_groups": []} if ids else {}
+    with tempfile.TemporaryFile() as err:
+        start = time.monotonic()
+        deadline = start + limits.wall_seconds
+        seccomp = program_fd()
+        try:
+            proc = subprocess.Popen(bwrap_command(limits, seccomp, ["-s", "-P", "-B", "-c", RUNNER.read_text(),
+                                                                    runner]),
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, cwd="/",
+                                    pass_fds=(seccomp,), close_fds=True, process_group=0, **user)
+        finally:
+            os.close(seccomp)
+        try:
             try:
-                proc.communicate(request.encode(), timeout=limits.wall_seconds)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:
-                _kill_group(proc.pid)  # also whatever the child may have left behind
-                proc.wait()
-            seconds = time.monotonic() - start
-            size = err.seek(0, os.SEEK_END)
-            err.seek(max(0, size - _TAIL_BYTES))
-            tail = err.read().decode("utf-8", errors="replace")
-    finally:
-        _remove_tree(workdir)
-    status = _status(proc.returncode, timed_out, tail, nonce)
-    return SandboxResult(status=status, seconds=round(seconds, 3), stderr_tail=tail.replace(nonce, "").strip())
+                status, message = _check_all(_Channel(proc, deadline), code, steps)
+            except _Ended as ended:
+                status, message = _after_exit(proc, ended, deadline)
+            except WireError as exc:
+                status, message = "error", f"sandbox: unreadable reply ({exc})"
+        finally:
+            _kill(proc)
+            for pipe in (proc.stdin, proc.stdout):
+                try:
+                    pipe.close()  # type: ignore[union-attr]
+                except OSError:
+                    pass
+        seconds = time.monotonic() - start
+        size = err.seek(0, os.SEEK_END)
+        err.seek(max(0, size - _TAIL_BYTES))
+        tail = err.read().decode("utf-8", errors="replace")
+    return SandboxResult(status=status, seconds=round(seconds, 3), stderr_tail=f"{tail}\n{message}".strip())
+
+
+_ready = threading.Event()
+_ready_lock = threading.Lock()
+
+
+def require_sandbox() -> None:
+    """Fail closed: raise SandboxUnavailable (one line, with the fix) unless a trial sandbox works."""
+    if _ready.is_set():
+        return
+    with _ready_lock:
+        if _ready.is_set():
+            return
+        check_host()
+        trial = _run("def probe():\n    return 1\n", plan_tests(["assert probe() == 1"]), SandboxLimits())
+        if trial.status != "passed":
+            lines = trial.stderr_tail.splitlines() or ["no output"]
+            reason = next((ln for ln in lines if ln.startswith("bwrap:")), lines[-1])
+            userns = any(word in reason for word in ("namespace", "Operation not permitted", "No permissions"))
+            raise SandboxUnavailable(
+                f"a trial sandbox failed ({reason.strip()[:200]})",
+                "allow unprivileged user namespaces (sysctl user.max_user_namespaces=15000; Debian kernels "
+                "also kernel.unprivileged_userns_clone=1, Ubuntu 24.04 kernel.apparmor_restrict_unprivileged_"
+                "userns=0; in a container, a seccomp profile that allows unshare)." if userns else
+                "see the bwrap message above; the README's sandbox section lists what the host needs.")
+        _ready.set()
+
+
+def run_tests(code: str, tests: list[str], limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
+    """Run `code` in a sandbox and check `tests` (statements; asserts are checked here) against it.
+
+    passed: every assert held; failed: one was false (or the code raised AssertionError); error: any
+    other exception (syntax errors, `exit()` before the tests, values that are not plain data in a
+    comparison's place count as failed); memory: MemoryError; timeout: the CPU or wall limit;
+    blocked: the seccomp filter ended the process. Raises UnsupportedTest for tests that cannot be
+    checked here and SandboxUnavailable where the host cannot isolate the code."""
+    steps = plan_tests(tests)
+    require_sandbox()
+    return _run(code, steps, limits)

@@ -76,7 +76,7 @@ def test_verdicts_keep_row_order_and_statuses():
     prompts = prompts_frame([TESTS, json.dumps(["assert mul(2, 3) == 6"]), None])
     a, b, c = prompts["prompt_id"]
     rows = [(b, 0, fenced("def mul(x, y):\n    return x * y")), (a, 1, BAD), (a, 0, GOOD),
-            (b, 1, fenced("while True:\n    pass")), (a, 2, fenced("import os\nos.remove('/etc/hostname')")),
+            (b, 1, fenced("while True:\n    pass")), (a, 2, fenced("import socket\nsocket.socket()")),
             (c, 0, GOOD), (a, 3, "no code at all"), (b, 2, fenced("x = [0] * 10**9"))]
     samples = samples_frame(rows)
     out = CodeTestsVerifier(LIMITS).verify(samples, prompts)
