@@ -105,8 +105,6 @@ class FileSource(_Model):
         if self.answer_format != "plain" and not self.answer_column:
             raise ValueError(f"answer_format '{self.answer_format}' needs answer_column")
         many = isinstance(self.path, dict)
-        if "split_column" in self.model_fields_set and (many or self.splits is not None):
-            raise ValueError("split_column is read only from a single file without `splits`; remove it")
         carved = set(k for k, x in (self.splits or {}).items() if x)
         if many and carved & set(self.path):
             raise ValueError(f"split(s) {sorted(carved & set(self.path))} have a file and a carve; keep one")

@@ -131,11 +131,18 @@ def _parquet_rows(h: History, arts: dict[str, dict]) -> None:
             arts[path].update(rows=int(counts[f]), rows_source=source)
     prompts = h.layout.rel(h.layout.prompts)
     if prompts in local:
+        import polars as pl
+
+        from tasks.splits import assignment_hash
+
         try:
             rows = con.execute(f"SELECT split, count(*) FROM read_parquet({lit(local[prompts][0])}) "
                                "GROUP BY split ORDER BY split").fetchall()
             arts[prompts]["splits"] = {s: int(n) for s, n in rows}
-        except duckdb.Error:
+            # which prompt is in which split, as one hash: equal hashes, equal splits
+            arts[prompts]["split_sha256"] = assignment_hash(pl.read_parquet(local[prompts][0],
+                                                                            columns=["prompt_id", "split"]))
+        except (duckdb.Error, pl.exceptions.PolarsError):
             pass
 
 

@@ -42,6 +42,8 @@ def artifact_line(a: dict) -> str:
         splits = a.get("splits")
         parts.append(f"{a['rows']} rows" + (f" ({', '.join(f'{k} {v}' for k, v in splits.items())})"
                                             if splits else ""))
+    if a.get("split_sha256"):
+        parts.append(f"splits sha256 {a['split_sha256'][:8]}")
     if a.get("stale_in"):
         parts.append(f"[!] consumed as another version by {', '.join(a['stale_in'])}")
     return "  ".join(parts) + (f"  ← {a['stage']}" if a.get("stage") else "  (no producing stage)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from tasks.config import FileSource, PretrainedInit, Recipe
+from tasks.config import FileSource, MBPPSource, PretrainedInit, Recipe
 from tasks.errors import ConfigError
 from tasks.modeling import resolve_model_ref
 
@@ -49,14 +49,38 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK)
 
 
-def preflight(recipe: Recipe, workspace: Path) -> None:
-    """Validate inputs the recipe points at: prompt files, model folders, the DVC remote."""
+def prompt_rows(recipe: Recipe):
+    """The prompt rows of a file or MBPP source, read and checked row by row (None for the built-in
+    generator, and for Hub datasets, which may need the network)."""
     src = recipe.prompts.source
     if isinstance(src, FileSource):
         from tasks.math_sources import apply_answer_format
-        from tasks.prepare import check_no_leakage, ingest_prompt_file
+        from tasks.prepare import ingest_prompt_file
 
-        check_no_leakage(apply_answer_format(ingest_prompt_file(src), src.answer_format, source=src.path), src.path)
+        return apply_answer_format(ingest_prompt_file(src, recipe.run.seed), src.answer_format, source=src.describe())
+    if isinstance(src, MBPPSource):
+        import polars as pl
+
+        from tasks.mbpp import mbpp_prompts
+        from tasks.prepare import _read_prompt_file
+
+        rows = mbpp_prompts(_read_prompt_file(src), src)  # keeps the file's row order
+        return rows.with_row_index("_row", offset=1).with_columns(pl.col("_row").cast(pl.Int64), _file=pl.lit(src.path))
+    return None
+
+
+def preflight(recipe: Recipe, workspace: Path) -> None:
+    """Validate inputs the recipe points at (prompt files row by row, model folders, the DVC remote),
+    and refuse recipes whose sections contradict each other or their prompts."""
+    from tasks.recipe_checks import check_prompts, check_recipe
+
+    rows = prompt_rows(recipe)  # a broken file first: it is the more basic fault
+    check_recipe(recipe)
+    if rows is not None:
+        from tasks.prepare import check_no_leakage, source_name
+
+        check_no_leakage(rows, source_name(recipe.prompts.source))
+        check_prompts(recipe, rows, source_name(recipe.prompts.source))
     if recipe.generate.backend == "vllm":
         from tasks.backends.base import vllm_usable
 

@@ -15,8 +15,12 @@ from tests.conftest import git, write_recipe
 
 runner = CliRunner()
 
-ROWS = [{"text": f"Q{i}: what is {i}+{i}?", "answer": str(2 * i), "split": s}
+ROWS = [{"text": f"Q{i}: what is {i}+{i}?", "answer": str(2 * i), "split": s,
+         "target": f"{i}+{i}={2 * i}. Answer: {2 * i}" if s == "seed" else None}
         for i, s in enumerate(["seed"] * 4 + ["train"] * 8 + ["probe"] * 2 + ["test"] * 4)]
+# a file source without difficulties samples the whole pool
+FILE_SOURCE = {"prompts.source": {"type": "file", "path": "", "target_column": "target"},
+               "pool.difficulty_schedule": None}
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -43,7 +47,8 @@ def _edit_recipe(ws: Path, dotted: str, value) -> None:
 @pytest.fixture
 def file_workspace(tmp_path):
     prompts = _write_jsonl(tmp_path / "prompts.jsonl", ROWS)
-    recipe = write_recipe(tmp_path / "r.yaml", {"prompts.source": {"type": "file", "path": str(prompts)}})
+    recipe = write_recipe(tmp_path / "r.yaml", {**FILE_SOURCE, "prompts.source": {
+        **FILE_SOURCE["prompts.source"], "path": str(prompts)}})
     ws = tmp_path / "ws"
     result = runner.invoke(app, ["init", str(ws), "--config", str(recipe)])
     assert result.exit_code == 0, result.stderr
