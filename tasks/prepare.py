@@ -78,8 +78,8 @@ def _refuse_repeats(df: pl.DataFrame, text_column: str) -> None:
     across = df.filter(pl.col("prompt_id").is_duplicated()).sort("_file", "_row")
     if across.height:
         a, b = across.filter(pl.col("prompt_id") == across["prompt_id"][0]).head(2).iter_rows(named=True)
-        raise InputDataError(f"row {b['_row']} of {b['_file']} repeats row {a['_row']} (same normalised text, "
-                             f"{a['text'][:40]!r}).", file=a["_file"], field=text_column,
+        raise InputDataError(f"row {b['_row']} of {b['_file']} repeats row {a['_row']} of {a['_file']} (same "
+                             f"normalised text, {a['text'][:40]!r}).", field=text_column,
                              fix="keep each prompt in one split's file only.")
 
 
@@ -87,7 +87,8 @@ def ingest_prompt_file(src: FileSource, run_seed: int = 0) -> pl.DataFrame:
     """Validate the prompt file(s), map their columns onto the prompts table and settle the splits:
     from a split column, from one file per split, or carved by prompt hash (tasks/splits.py).
 
-    The frame keeps `_file` and `_row` so later checks can name a row; writing the table drops them."""
+    The frame keeps `_file` and `_row` so later checks can name a row, and `_labelled` (the row has a
+    target, which the answer format later keeps on seed rows only); writing the table drops them."""
     from tasks.prompt_files import read_mapped
 
     frames = []
@@ -100,7 +101,7 @@ def ingest_prompt_file(src: FileSource, run_seed: int = 0) -> pl.DataFrame:
             *([] if "split" in part.columns else [pl.lit(None, pl.String).alias("split")]),
             source=pl.lit(f"file:{Path(path).name}")))
     out = pl.concat(frames, how="diagonal_relaxed")
-    out = out.with_columns(stable_ids(out["text"]),
+    out = out.with_columns(stable_ids(out["text"]), _labelled=pl.col("target").is_not_null(),
                            *([] if "difficulty" in out.columns else [pl.lit(None, pl.Int32).alias("difficulty")]))
     _refuse_repeats(out, src.text_column)
     if src.splits is not None:

@@ -49,9 +49,37 @@ def read_prompt_file(path: str, field: str = "prompts.source.path") -> pl.DataFr
     except UnicodeDecodeError:
         raise InputDataError("not valid UTF-8.", file=path, fix="re-encode the file as UTF-8.") from None
     except Exception as exc:  # polars raises several types for malformed files
+        if where.suffix != ".parquet":
+            _mixed_json_types(path)
         raise InputDataError(f"cannot be read ({type(exc).__name__}).", file=path,
                              fix="check that it is valid Parquet or JSON lines.") from None
     raise InputDataError(f"unsupported file type '{where.suffix}'.", file=path, fix="use .parquet or .jsonl.")
+
+
+def _mixed_json_types(path: str) -> None:
+    """Why Polars could not read a JSON-lines file, when the cause is a key whose values mix kinds
+    (a number on one row, a list on another): name the key and the first row of each kind."""
+    import duckdb
+
+    sql = """
+        WITH cells AS (
+            SELECT ordinality AS row, k,
+                   json_type(json, '/' || replace(replace(k, '~', '~0'), '/', '~1')) AS t
+            FROM read_ndjson_objects(?) WITH ORDINALITY, unnest(json_keys(json)) AS u(k))
+        SELECT k, CASE WHEN t IN ('UBIGINT', 'BIGINT', 'DOUBLE') THEN 'number' ELSE t END AS kind, min(row) AS first
+        FROM cells WHERE t <> 'NULL' GROUP BY ALL ORDER BY first"""
+    try:
+        kinds = duckdb.connect().execute(sql, [str(locate(path))]).pl()
+    except duckdb.Error:
+        return
+    mixed = kinds.filter(pl.col("k").is_duplicated())
+    if mixed.height:
+        key = mixed["k"][0]
+        (_, k1, r1), (_, k2, r2) = mixed.filter(pl.col("k") == key).head(2).iter_rows()
+        words = {"number": "a number", **TYPE_WORDS}
+        raise InputDataError(f"row {r2}: column '{key}' holds {words.get(k2, k2)}, but row {r1} holds "
+                             f"{words.get(k1, k1)}.", file=path, field=key,
+                             fix=f"give '{key}' one kind of value on every row (answers: text or numbers).")
 
 
 def _json_type_errors(path: str, mapping: dict[str, str]) -> None:

@@ -153,12 +153,15 @@ def _check_warmup(recipe: Recipe, prompts: pl.DataFrame, source: str) -> None:
     need = recipe.warmup.batch_size if carved else 1
     if labelled >= need:
         return
-    with_target = prompts.filter(pl.col("target").is_not_null()).height if "target" in prompts.columns else 0
+    has = "_labelled" if "_labelled" in prompts.columns else "target"  # before the format kept seed targets only
+    with_target = prompts.filter(pl.col(has)).height if has == "_labelled" else \
+        prompts.filter(pl.col("target").is_not_null()).height
     if isinstance(src, FileSource) and not src.target_column:
         fix = "set prompts.source.target_column to the column of worked solutions, or set warmup.enabled: false."
     elif carved:
         share = src.splits.get("seed")
-        bigger = (f"raise splits.seed to about {math.ceil(100 * need / max(with_target, 1)) / 100}"
+        # a share carves a random-like subset: ask for a fifth more than the bare ratio
+        bigger = (f"raise splits.seed to about {min(math.ceil(120 * need / max(with_target, 1)) / 100, 0.95)}"
                   if not isinstance(share, int) else f"raise splits.seed to {need}")
         fix = f"{bigger}, lower warmup.batch_size to {max(labelled, 1)}, or set warmup.enabled: false."
     else:
