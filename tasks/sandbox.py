@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import reprlib
 import select
 import signal
 import subprocess
@@ -108,6 +109,19 @@ class _Channel:
         return decode_reply(line)
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 120
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxset = _REPR.maxfrozenset = _REPR.maxdict = 12
+
+
+def _show(value: Any) -> str:
+    """A short repr of a decoded value for the failure message (bounded work, even for huge values)."""
+    try:
+        return _REPR.repr(value)
+    except ValueError:  # an integer past Python's digit limit for str()
+        return "<a value too large to show>"
+
+
 def _raised(name: str, tail: str) -> tuple[Status, str]:
     return _RAISED.get(name, "error"), tail or name
 
@@ -139,7 +153,7 @@ def _check_all(chan: _Channel, code: str, steps: list[Step]) -> tuple[Status, st
         except RemoteRaised as exc:
             return _raised(exc.name, exc.tail)
         except CheckFailed as exc:
-            seen = "; ".join(f"{src} returned {value!r:.200}" for src, value in evaluator.seen)
+            seen = "; ".join(f"{src} returned {_show(value)}" for src, value in evaluator.seen)
             return "failed", f"AssertionError: {step.source}\n({exc}{': ' + seen if seen else ''})"
         except Exception as exc:  # noqa: BLE001 - a test that fails on plain values, e.g. 1 < "a"
             return "error", f"{type(exc).__name__}: {str(exc)[:200]} (in {step.source})"
@@ -186,7 +200,8 @@ def _run(code: str, steps: list[Step], limits: SandboxLimits) -> SandboxResult:
             proc = subprocess.Popen(bwrap_command(limits, seccomp, ["-s", "-P", "-B", "-c", RUNNER.read_text(),
                                                                     runner]),
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, cwd="/",
-                                    pass_fds=(seccomp,), close_fds=True, process_group=0, **user)
+                                    pass_fds=(seccomp,), close_fds=True, process_group=0,
+                                    env={"PATH": os.defpath}, **user)  # bwrap's own pid 1 holds no secrets
         finally:
             os.close(seccomp)
         try:

@@ -20,7 +20,7 @@ from tasks.verifiers import make_verifier
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "mbpp" / "mbpp_tiny.jsonl"
-LIMITS = SandboxLimits(cpu_seconds=1, memory_mb=256, wall_seconds=2, workers=2)
+LIMITS = SandboxLimits(cpu_seconds=1, memory_mb=256, wall_seconds=10, workers=2)
 TESTS = json.dumps(["assert add(2, 3) == 5", "assert add(-1, 1) == 0"])
 GOOD = "Here you go:\n```python\ndef add(a, b):\n    return a + b\n```\n"
 BAD = "```python\ndef add(a, b):\n    return a * b\n```"
