@@ -23,8 +23,8 @@ from tests.conftest import ROOT, git, write_recipe
 runner = CliRunner()
 
 
-# The one sanctioned exec: the sandbox child runs generated code in its own contained process
-# (verifier unit_tests); it is started as a script and never imported.
+# The one sanctioned exec: the sandbox runner executes generated code inside the bubblewrap sandbox
+# (verifier unit_tests); its text is passed to `python -c` there and it is never imported.
 SANDBOX_CHILD = Path("tasks/sandbox_child.py")
 
 
