@@ -71,9 +71,11 @@ class FileSource(_Model):
     target_column: str | None = Field(None, description=TARGET_DOC)
     answer_format: AnswerFormat = Field("plain", description=ANSWER_FORMAT_DOC)
 
-    @field_validator("path")
+    @field_validator("path", mode="before")
     @classmethod
-    def _split_files(cls, v: str | dict[str, str]) -> str | dict[str, str]:
+    def _split_files(cls, v: object) -> object:
+        if not isinstance(v, str | dict) or (isinstance(v, dict) and not all(isinstance(f, str) for f in v.values())):
+            raise ValueError("give a file path, or one per split such as {train: a.jsonl, test: b.jsonl}")
         if isinstance(v, dict):
             unknown = sorted(set(v) - set(SPLITS))
             if unknown:

@@ -13,6 +13,10 @@ from tasks.config import Recipe
 from tasks.errors import ConfigError
 
 
+# pydantic puts the tag of a tagged union's member, or the type of a plain union's member, in `loc`
+UNION_TAGS = {"arith", "file", "hub", "mbpp", "tiny_llama", "pretrained", "str", "int", "float", "bool"}
+
+
 def _known_fields(model: type, loc: tuple) -> list[str]:
     """Field names valid at `loc`'s parent, for 'did you mean' hints.
 
@@ -31,7 +35,7 @@ def _known_fields(model: type, loc: tuple) -> list[str]:
 
 
 def _explain(err: dict, source: str) -> ConfigError:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in {"arith", "file", "hub", "tiny_llama", "pretrained"}))
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in UNION_TAGS))
     field = ".".join(str(p) for p in loc) or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -42,7 +46,7 @@ def _explain(err: dict, source: str) -> ConfigError:
 
     got = err.get("input")
     got_text = f" (got {redact(repr(got))})" if not isinstance(got, dict) else ""
-    msg = err["msg"].rstrip(".")
+    msg = err["msg"].rstrip(".").removeprefix("Value error, ")
     return ConfigError(f"{msg}{got_text}.", file=source, field=field,
                        fix=f"set {field} to a valid value.")
 
