@@ -71,6 +71,22 @@ def test_the_carved_example_is_stable_as_the_file_grows(tmp_path):
     assert {p: after[p] for p in before} == before
 
 
+@pytest.mark.parametrize("name", ["example-plain", "example-gsm8k"])
+def test_prepare_inside_the_workspace_reads_the_same_example_files(name, tmp_path, monkeypatch):
+    """`dvc repro` runs stages with the workspace as working directory: the recipe's relative paths
+    still find data/examples, and the table is the one prepared from the repository root."""
+    from tasks.pipeline import run_stage
+    from tasks.workspace import init_workspace
+
+    recipe = load_recipe(ROOT / "configs" / f"{name}.yaml")
+    from_root = prepare(recipe, tmp_path / "root.parquet")
+    hf = recipe.model_copy(update={"generate": recipe.generate.model_copy(update={"backend": "hf"})})
+    layout = init_workspace(tmp_path / "ws", hf)  # no engine probe: the backend is fixed
+    monkeypatch.chdir(layout.root)
+    run_stage(layout, "prepare")  # what `flywheel stage prepare` (dvc.yaml's command) runs
+    assert layout.prompts.read_bytes() == from_root.read_bytes()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["example-plain", "example-gsm8k"])
 def test_example_recipe_runs_end_to_end(name, tmp_path):
