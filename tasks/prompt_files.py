@@ -15,10 +15,10 @@ from tasks.schema import SPLITS
 
 # What each mapped column may hold, as DuckDB names JSON value types (JSON null is always allowed).
 JSON_TYPES = {"text": {"VARCHAR"}, "answer": {"VARCHAR", "UBIGINT", "BIGINT", "DOUBLE"},
-              "target": {"VARCHAR"}, "difficulty": {"VARCHAR", "UBIGINT", "BIGINT"}, "split": {"VARCHAR"}}
+              "target": {"VARCHAR", "UBIGINT", "BIGINT", "DOUBLE"}, "difficulty": {"VARCHAR", "UBIGINT", "BIGINT"}, "split": {"VARCHAR"}}
 TYPE_WORDS = {"VARCHAR": "text", "UBIGINT": "a whole number", "BIGINT": "a whole number", "DOUBLE": "a decimal number",
               "BOOLEAN": "true/false", "ARRAY": "a list", "OBJECT": "an object"}
-WANTED = {"text": "text", "answer": "text or a number", "target": "text", "difficulty": "a whole number or text "
+WANTED = {"text": "text", "answer": "text or a number", "target": "text or a number", "difficulty": "a whole number or text "
           "holding one (e.g. 'Level 3')", "split": f"one of {list(SPLITS)}"}
 
 
@@ -109,9 +109,9 @@ def _json_type_errors(path: str, mapping: dict[str, str]) -> None:
 def _dtype_ok(key: str, dtype: pl.DataType) -> bool:
     if dtype == pl.Null:
         return key != "text"
-    if key in ("text", "target", "split"):
+    if key in ("text", "split"):
         return dtype == pl.String
-    if key == "answer":
+    if key in ("answer", "target"):  # the target column is often the answer column itself
         return dtype == pl.String or dtype.is_numeric()
     return dtype == pl.String or dtype.is_integer()  # difficulty
 
