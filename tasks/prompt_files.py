@@ -14,13 +14,13 @@ from tasks.provenance import CODE_ROOT
 from tasks.schema import SPLITS
 
 # What each mapped column may hold, as DuckDB names JSON value types (JSON null is always allowed).
-JSON_TYPES = {"text": {"VARCHAR"}, "answer": {"VARCHAR", "UBIGINT", "BIGINT", "DOUBLE"},
-              "target": {"VARCHAR", "UBIGINT", "BIGINT", "DOUBLE"}, "difficulty": {"VARCHAR", "UBIGINT", "BIGINT"}, "split": {"VARCHAR"}}
-TYPE_WORDS = {"VARCHAR": "text", "UBIGINT": "a whole number", "BIGINT": "a whole number", "DOUBLE": "a decimal number",
-              "BOOLEAN": "true/false", "ARRAY": "a list", "OBJECT": "an object"}
-WANTED = {"text": "text", "answer": "text or a number", "target": "text or a number", "difficulty": "a whole number or text "
-          "holding one (e.g. 'Level 3')", "split": f"one of {list(SPLITS)}"}
-
+NUMBERS = {"UBIGINT", "BIGINT", "DOUBLE"}
+JSON_TYPES = {"text": {"VARCHAR"}, "answer": {"VARCHAR", *NUMBERS}, "target": {"VARCHAR", *NUMBERS},
+              "difficulty": {"VARCHAR", "UBIGINT", "BIGINT"}, "split": {"VARCHAR"}}
+TYPE_WORDS = {"VARCHAR": "text", "UBIGINT": "a whole number", "BIGINT": "a whole number",
+              "DOUBLE": "a decimal number", "BOOLEAN": "true/false", "ARRAY": "a list", "OBJECT": "an object"}
+WANTED = {"text": "text", "answer": "text or a number", "target": "text or a number",
+          "difficulty": "a whole number or text holding one (e.g. 'Level 3')", "split": f"one of {list(SPLITS)}"}
 
 def locate(path: str) -> Path:
     """A relative path from the working directory, else from the code repository (where data/examples

@@ -69,7 +69,8 @@ def _budget_error(recipe: Recipe, most: int, where: str) -> ConfigError:
         f"an iteration can select at most {most} examples ({where} x min(select.cap_per_prompt "
         f"{recipe.select.cap_per_prompt}, generate.k {recipe.generate.k})), fewer than the {recipe.check.min_selected} "
         "this asks for, so the data gate can never pass.", field="check.min_selected",
-        fix=f"lower check.min_selected to {most} or less, or raise pool.prompts_per_iteration or select.cap_per_prompt.")
+        fix=f"lower check.min_selected to {most} or less, or raise pool.prompts_per_iteration or "
+            "select.cap_per_prompt.")
 
 
 def check_recipe(recipe: Recipe) -> None:
@@ -190,7 +191,8 @@ def check_prompts(recipe: Recipe, prompts: pl.DataFrame, source: str) -> None:
         have = sorted(train["difficulty"].drop_nulls().unique().to_list())
         asked = sorted({d for entry in schedule for d in entry} - set(have))
         if asked:
-            raise InputDataError(f"asks for difficulty {asked}, but the train split has only {have or 'none'}.", file=source, field="pool.difficulty_schedule",
+            raise InputDataError(f"asks for difficulty {asked}, but the train split has only {have or 'none'}.",
+                                 file=source, field="pool.difficulty_schedule",
                                  fix="use difficulties the prompts have, or set pool.difficulty_schedule: null.")
     rounds = schedule or [None]
     for i, allowed in enumerate(rounds, 1):

@@ -317,7 +317,6 @@ def test_ingest_keeps_row_origin_but_the_table_drops_it(tmp_path):
 
 
 # ---------------------------------------------------------------- carve and one file per split
-EXAMPLES = Path(__file__).resolve().parent.parent / "data" / "examples"
 
 
 def plain_rows(n: int, start: int = 0) -> list[dict]:
