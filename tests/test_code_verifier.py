@@ -17,6 +17,7 @@ from tasks.recipe import load_recipe
 from tasks.schema import PROMPTS, read_table, stable_ids
 from tasks.score import score_table
 from tasks.verifiers import make_verifier
+from tests.test_sandbox import sandbox_ready  # noqa: F401 - the fixture: fail in CI, skip elsewhere
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "mbpp" / "mbpp_tiny.jsonl"
@@ -72,6 +73,7 @@ def test_parse_tests():
         assert parse_tests(bad) is None
 
 
+@pytest.mark.usefixtures("sandbox_ready")
 def test_verdicts_keep_row_order_and_statuses():
     prompts = prompts_frame([TESTS, json.dumps(["assert mul(2, 3) == 6"]), None])
     a, b, c = prompts["prompt_id"]
@@ -86,6 +88,7 @@ def test_verdicts_keep_row_order_and_statuses():
     assert out["correct"].to_list() == [True, False, True, False, False, False, False, False]
 
 
+@pytest.mark.usefixtures("sandbox_ready")
 def test_identical_code_runs_once_per_prompt():
     prompts = prompts_frame([TESTS, json.dumps(["assert add(1, 1) == 3"])])
     a, b = prompts["prompt_id"]
@@ -97,6 +100,31 @@ def test_identical_code_runs_once_per_prompt():
     assert out["correct"].to_list() == [True, True, True, False, False, False, False]
 
 
+@pytest.mark.usefixtures("sandbox_ready")
+def test_tests_that_cannot_be_checked_here_are_unsupported_and_run_nothing(caplog):
+    prompts = prompts_frame([json.dumps(["assert all(add(x, 0) == x for x in range(3))"]), TESTS])
+    a, b = prompts["prompt_id"]
+    verifier = CountingVerifier(LIMITS)
+    out = verifier.verify(samples_frame([(a, 0, GOOD), (b, 0, GOOD)]), prompts)
+    assert out["extracted_answer"].to_list() == ["unsupported_tests", "passed"]
+    assert verifier.runs == 1
+    assert f"prompt {a} can never pass" in caplog.text
+
+
+def test_an_unavailable_sandbox_refuses_before_any_sample_runs(monkeypatch):
+    import tasks.code_verifier as code_verifier
+    from tasks.sandbox_host import SandboxUnavailable
+
+    def unavailable():
+        raise SandboxUnavailable("bubblewrap (`bwrap`) is not installed", "install it.")
+
+    monkeypatch.setattr(code_verifier, "require_sandbox", unavailable)
+    verifier = CountingVerifier(LIMITS)
+    with pytest.raises(SandboxUnavailable, match="bwrap"):
+        verifier.verify(samples_frame([(prompts_frame([TESTS])["prompt_id"][0], 0, GOOD)]), prompts_frame([TESTS]))
+    assert verifier.runs == 0
+
+
 def test_make_verifier_reads_the_sandbox_limits():
     config = VerifierConfig(type="unit_tests", sandbox=LIMITS)
     verifier = make_verifier("unit_tests", config)
@@ -104,6 +132,7 @@ def test_make_verifier_reads_the_sandbox_limits():
     assert make_verifier("unit_tests").limits == SandboxLimits()
 
 
+@pytest.mark.usefixtures("sandbox_ready")
 def test_score_table_scores_code_samples():
     prompts = prompts_frame([TESTS])
     a = prompts["prompt_id"][0]
@@ -142,6 +171,7 @@ def test_mbpp_splits_follow_task_id_ranges():
     assert load_fixture(seed_size=0).filter(pl.col("split") == "seed").height == 0
 
 
+@pytest.mark.usefixtures("sandbox_ready")
 def test_every_fixture_reference_solution_passes_its_tests():
     df = load_fixture(seed_size=3)
     raw = pl.read_ndjson(FIXTURE)
@@ -193,6 +223,7 @@ def test_mbpp_preset_recipe_is_valid():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("sandbox_ready")
 def test_flywheel_runs_an_iteration_on_the_mbpp_fixture(tmp_path):
     """The whole loop with the MBPP source and the unit_tests verifier (the micro model writes no real
     code, so every sample is scored as an error, but each one went through the sandbox)."""

@@ -75,12 +75,12 @@ def test_an_assert_in_the_code_is_a_failure():
 def test_infinite_loop_is_stopped_by_the_cpu_limit():
     result = run("while True:\n    pass\n")
     assert result.status == "timeout" and not result.passed
-    assert result.seconds < 5  # the CPU limit, long before the wall limit
+    assert "CPU time limit" in result.stderr_tail  # long before the wall limit
 
 
 def test_a_loop_inside_the_tested_function_is_a_timeout():
     result = run("def f(x):\n    while True:\n        pass\n", ["assert f(1) == 1"])
-    assert result.status == "timeout" and result.seconds < 5
+    assert result.status == "timeout" and "CPU time limit" in result.stderr_tail
 
 
 def test_idle_hang_is_stopped_by_the_wall_limit():
@@ -180,6 +180,29 @@ def test_a_comparison_the_trusted_side_cannot_see_is_unsupported():
         run_tests(ADD, ["assert all(add(x, 1) == x + 1 for x in range(3))"], LIMITS)
     with pytest.raises(UnsupportedTest, match="not valid Python"):
         plan_tests(["assert add(1,"])
+
+
+@pytest.mark.parametrize("test", [
+    "assert similar_elements((3, 4, 5, 6),(5, 7, 4, 10)) == (4, 5)",
+    "assert math.isclose(volume_sphere(10), 4188.790204786391, rel_tol=0.001)",
+    "assert set(remove_dirty_chars('probasscurve', 'pros')) == set('bacuve')",
+    "assert max_chain_length([Pair(5, 24), Pair(15, 25),Pair(27, 40), Pair(50, 60)], 4) == 3",
+    "assert check_tuplex(('w', 3, 'r', 'e'),'r')==True",
+    "assert text_match('aabbbbd') == 'Not matched!'",
+    "assert str(extract_values('\"Python\", \"PHP\"')) == \"['Python', 'PHP']\"",
+    "assert sorted(heap_queue_largest([25, 35, 22, 85], 2)) == sorted([85, 35])",
+    "assert round(area_tetrahedron(3), 2) == 15.59",
+    "assert not is_woodall(12)",
+    "assert find_max([(2, 4), (6, 7)]) == 7, 'message'",
+    "assert len(split_lists([1, 2, 3, 4], 2)[0]) == 2",
+    "assert abs(circle_circumference(10) - 62.83) < 0.01",
+    "assert isinstance(get_list(), list) and get_list() != []",
+    "assert f(1)[::-1] == [3, 2, 1]",
+    "assert count_items({'a': 1, 'b': [1, 2]}) == {'a': 1, 'b': 2}",
+])
+def test_mbpp_shaped_asserts_are_checked_here(test):
+    (step,) = plan_tests([test])
+    assert step.kind == "assert"
 
 
 def test_setup_assignments_are_kept_here_and_reach_the_sample():

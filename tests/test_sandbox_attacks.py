@@ -108,7 +108,7 @@ def test_limits_cannot_be_raised_after_rewriting_the_runner():
     code = quietly("import resource\nresource.setrlimit(resource.RLIMIT_CPU, (100, 100))") + \
         quietly("import resource\nresource.setrlimit(resource.RLIMIT_AS, (-1, -1))") + "while True:\n    pass\n"
     result = attempt(code)
-    assert result.status == "timeout" and result.seconds < LIMITS.cpu_seconds + 3
+    assert result.status == "timeout" and "CPU time limit" in result.stderr_tail
 
 
 # ================================================================ 2. interpreters without the guard
