@@ -87,13 +87,16 @@ class GenerateConfig(_Model):
 
 
 class SandboxLimits(_Model):
-    """Limits of one sandboxed run of generated code (verifier `unit_tests`; see tasks/sandbox.py)."""
+    """Limits of one sandboxed run of generated code (verifier `unit_tests`; see tasks/sandbox.py).
+    The kernel enforces them: rlimits the unprivileged sandbox cannot raise, and a kill at the wall limit."""
 
-    cpu_seconds: int = Field(4, ge=1, le=600, description="CPU time of the child process (RLIMIT_CPU)")
-    memory_mb: int = Field(512, ge=64, le=65_536, description="address space of the child (RLIMIT_AS)")
+    cpu_seconds: int = Field(4, ge=1, le=600, description="CPU time of the sample's process (RLIMIT_CPU)")
+    memory_mb: int = Field(512, ge=64, le=65_536, description="address space of the sample's process (RLIMIT_AS)")
     wall_seconds: float = Field(10.0, gt=0, le=3600,
-                                description="wall-clock limit; then the whole process group is killed")
-    file_size_mb: int = Field(16, ge=1, le=4096, description="largest file the child may write (RLIMIT_FSIZE)")
+                                description="wall-clock limit of the whole run; then the sandbox (its PID "
+                                            "namespace, so everything in it) is killed")
+    file_size_mb: int = Field(16, ge=1, le=4096, description="largest file the sample may write, stderr included "
+                                                             "(RLIMIT_FSIZE); its private /tmp holds 4x this")
     workers: int | None = Field(None, ge=1, le=256,
                                 description="sandboxes run at once; default: the number of CPU cores")
 
