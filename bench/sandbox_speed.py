@@ -5,7 +5,8 @@ so nothing is deduplicated) by `CodeTestsVerifier` at `--workers` sandboxes at a
 baseline runs the same programs (code, then its tests) through the audit-hook sandbox of
 `--baseline-rev` (tasks/sandbox.py and tasks/sandbox_child.py taken from git), with the same
 thread pool. Interleaved repeats, best of `--repeats`. The overhead table times one sample at a
-time: a bare interpreter start, the bwrap sandbox around it, and a whole checked sample.
+time (median and 90th percentile): a bare interpreter start, the bwrap sandbox around it, and a
+whole sample in each sandbox.
 
     .venv/bin/python bench/sandbox_speed.py [--copies 8 --workers 0 --repeats 3]
 """
@@ -15,11 +16,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -71,14 +73,15 @@ def run_baseline(module, samples: pl.DataFrame, prompts: pl.DataFrame, limits: S
         return [r.status for r in pool.map(lambda prog: module.run_python(prog, limits), programs)]
 
 
-def per_sample_ms(fn, n: int) -> tuple[float, float]:
-    """(wall ms, CPU ms of the children) per call, one call at a time."""
-    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+def latencies_ms(fns: dict[str, Callable[[], object]], n: int) -> dict[str, list[float]]:
+    """Wall ms of each call, the variants interleaved so that load on the host hits them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(n):
-        fn()
-    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return wall / n * 1000, cpu / n * 1000
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return times
 
 
 def main() -> None:
@@ -116,7 +119,7 @@ def main() -> None:
 
         ids = sandbox_ids()
         user = {"user": ids[0], "group": ids[1], "extra_groups": []} if ids else {}
-        interpreter = runtime().interpreter
+        interpreter = runtime()[0]
 
         def bare() -> None:
             subprocess.run([interpreter, "-S", "-s", "-P", "-B", "-c", "pass"], check=True)
@@ -129,16 +132,17 @@ def main() -> None:
             finally:
                 os.close(fd)
 
-        code = prompts["answer"][0]
+        tests = parse_tests(prompts["answer"][0])
         first = samples["text"][0].split("```python\n", 1)[1].rsplit("```", 1)[0]
-        rows = [["python -S -c pass", *per_sample_ms(bare, args.overhead_runs)],
-                ["bwrap + seccomp + python", *per_sample_ms(bwrapped, args.overhead_runs)],
-                ["baseline sample (audit hook)",
-                 *per_sample_ms(lambda: baseline.run_python(first + "\n" + "\n".join(parse_tests(code)), limits),
-                                args.overhead_runs)],
-                ["current sample (checked here)",
-                 *per_sample_ms(lambda: run_tests(first, parse_tests(code), limits), args.overhead_runs)]]
-        print_table("One sample at a time (ms per sample)", ["what", "wall ms", "child CPU ms"], rows)
+        times = latencies_ms({
+            "python -S -c pass": bare,
+            "bwrap + seccomp + python -c pass": bwrapped,
+            "baseline: one sample (audit hook)": lambda: baseline.run_python(first + "\n" + "\n".join(tests), limits),
+            "current: one sample (checked here)": lambda: run_tests(first, tests, limits)}, args.overhead_runs)
+        print_table(f"One sample at a time, {args.overhead_runs} runs each (wall ms)", ["what", "median", "p90"],
+                    [[name, statistics.median(t), sorted(t)[int(0.9 * (len(t) - 1))]] for name, t in times.items()])
+        load = os.getloadavg()[0]
+        print(f"load average {load:.1f} on {os.cpu_count()} cores (other work on the host inflates every figure)")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import math
 import os
 import resource
 import sys
-import traceback
 
 _SMALL_INT = 2 ** 63
 
@@ -63,6 +62,8 @@ def encode(value):
 
 def raised(exc):
     try:
+        import traceback  # only on the failure path: a few milliseconds off every start
+
         tail = "".join(traceback.format_exception(exc, limit=-3))[-4000:]
     except BaseException:  # noqa: BLE001 - out of memory, or a hostile exception type
         tail = ""
