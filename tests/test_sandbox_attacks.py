@@ -175,6 +175,21 @@ def test_hand_written_machine_code_making_a_system_call_is_killed():
     assert attempt(code).status == "blocked"
 
 
+@pytest.mark.parametrize("machine_code", [
+    [0xB8, 20, 0, 0, 0, 0xCD, 0x80, 0xC3],  # mov eax, 20; int 0x80; ret -- the i386 ABI (getpid)
+    [0xB8, 41, 0, 0, 0x40, 0x0F, 0x05, 0xC3],  # mov eax, 0x40000029; syscall; ret -- x32 socket
+])
+def test_system_calls_through_another_abi_are_killed(machine_code):
+    if platform.machine() != "x86_64":
+        pytest.skip("x86_64 machine code")
+    code = quietly(
+        "import ctypes, mmap\n"
+        "buf = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
+        f"buf.write(bytes({machine_code!r}))\n"
+        "ctypes.CFUNCTYPE(ctypes.c_long)(ctypes.addressof(ctypes.c_char.from_buffer(buf)))()") + WRONG
+    assert attempt(code).status == "blocked"
+
+
 def test_ffi_backends_from_the_environment_are_not_there():
     code = "import os, sys\ndef found():\n    return [m for m in ('_cffi_backend', 'cffi', 'numpy', 'duckdb', 'torch')\n" \
            "            if __import__('importlib.util').util.find_spec(m)]\n"
