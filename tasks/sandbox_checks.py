@@ -20,6 +20,7 @@ Names are resolved here, not in the sample: `sorted` in a test is always the bui
 from __future__ import annotations
 
 import ast
+import builtins
 import math
 import operator
 from collections.abc import Callable
@@ -30,7 +31,8 @@ from tasks.sandbox_wire import Opaque
 
 _FUNCTIONS: dict[str, Callable[..., Any]] = {f.__name__: f for f in (
     abs, all, any, bool, dict, float, frozenset, int, isinstance, len, list, max, min, round, set, sorted,
-    str, sum, tuple, type, complex)}
+    str, sum, tuple, type, complex, range, reversed, enumerate, zip, map, filter, chr, ord, hex, bin, oct, divmod)}
+_BUILTIN_NAMES = frozenset(dir(builtins))
 _MATH: dict[str, Any] = {name: getattr(math, name) for name in (
     "isclose", "isnan", "isinf", "isfinite", "floor", "ceil", "trunc", "fabs", "sqrt", "pi", "e", "tau", "inf",
     "nan")}
@@ -40,7 +42,7 @@ _COMPARE: dict[type, Callable[[Any, Any], bool]] = {
     ast.In: lambda a, b: operator.contains(b, a), ast.NotIn: lambda a, b: not operator.contains(b, a)}
 _ARITH: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod}
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 _UNARY: dict[type, Callable[[Any], Any]] = {ast.Not: operator.not_, ast.USub: operator.neg, ast.UAdd: operator.pos}
 _MAX_INT_BITS = 100_000  # arithmetic on the sample's numbers must stay cheap here
 _MAX_ITEMS = 1_000_000
@@ -126,10 +128,47 @@ def _remote_parts(node: ast.AST, bound: frozenset[str]) -> list[ast.expr]:
     return [part for child in children for part in _remote_parts(child, bound)]
 
 
+def _names(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _bound_by(stmt: ast.stmt) -> set[str]:
+    names = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    names |= {n.name for n in ast.walk(stmt) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    return names | {(a.asname or a.name).partition(".")[0] for n in ast.walk(stmt)
+                    if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+
+
+class _Scope:
+    """What each name in the tests stands for, as the statements bind them."""
+
+    def __init__(self) -> None:
+        self.bound: frozenset[str] = frozenset()  # values this process computed
+        self.test_owned: set[str] = set()  # imports and definitions of the tests' own setup code
+        self.logic: set[str] = set()  # of those, the ones holding comparisons
+
+    def of_sample(self, node: ast.AST) -> set[str]:
+        """Names in `node` that stand for the sample's code (or inputs built from it)."""
+        return _names(node) - _BUILTIN_NAMES - self.test_owned - self.bound
+
+    def check_remote(self, part: ast.expr, source: str) -> None:
+        """A part evaluated by the sample's process must only be the sample answering for itself."""
+        shown = ast.unparse(part)[:80]
+        if any(isinstance(n, ast.Compare) for n in ast.walk(part)):
+            raise UnsupportedTest(f"the comparison in {source[:120]!r} would run in the sample's process "
+                                  f"(inside {shown!r})")
+        if _names(part) & self.logic:
+            raise UnsupportedTest(f"{source[:120]!r} calls test code that compares inside the sample's process "
+                                  f"({shown!r})")
+        if not self.of_sample(part):
+            raise UnsupportedTest(f"{shown!r} in {source[:120]!r} does not involve the sample, and this "
+                                  "process cannot compute it; the sample's process would decide its value")
+
+
 def plan_tests(tests: list[str]) -> list[Step]:
     """Parse the test statements; raise UnsupportedTest for one the trusted side cannot check."""
     steps: list[Step] = []
-    bound: frozenset[str] = frozenset()
+    scope = _Scope()
     for text in tests:
         try:
             module = ast.parse(text)
@@ -138,23 +177,28 @@ def plan_tests(tests: list[str]) -> list[Step]:
         for stmt in module.body:
             source = ast.unparse(stmt)
             if isinstance(stmt, ast.Assert):
-                for part in _remote_parts(stmt.test, bound):
-                    if any(isinstance(n, ast.Compare) for n in ast.walk(part)):
-                        raise UnsupportedTest(f"the comparison in {source[:120]!r} would run in the sample's "
-                                              f"process (inside {ast.unparse(part)[:80]!r})")
-                steps.append(Step("assert", source, stmt.test, bound))
+                for part in _remote_parts(stmt.test, scope.bound):
+                    scope.check_remote(part, source)
+                steps.append(Step("assert", source, stmt.test, scope.bound))
                 continue
             steps.append(Step("exec", source))  # setup code also runs where the sample's code can use it
-            if (isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) for t in stmt.targets)
-                    and not _remote_parts(stmt.value, bound)):
-                # `name = <value computed here>`: later asserts compare against this process's copy
-                targets = tuple(t.id for t in stmt.targets)  # type: ignore[attr-defined]
-                steps.append(Step("bind", source, stmt.value, bound, targets))
-                bound |= set(targets)
-            else:  # names this statement binds now live only in the sample's process
-                bound -= {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-                bound -= {(a.asname or a.name).partition(".")[0] for n in ast.walk(stmt)
-                          if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+            names = _bound_by(stmt)
+            scope.bound -= names
+            scope.test_owned -= names
+            scope.logic -= names
+            if isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) for t in stmt.targets):
+                parts = _remote_parts(stmt.value, scope.bound)
+                if not parts:  # `name = <value computed here>`: asserts compare against this process's copy
+                    targets = tuple(t.id for t in stmt.targets)  # type: ignore[attr-defined]
+                    steps.append(Step("bind", source, stmt.value, scope.bound, targets))
+                    scope.bound |= set(targets)
+                    continue
+                for part in parts:  # an input built from the sample's code, e.g. `pairs = [Pair(1, 2)]`
+                    scope.check_remote(part, source)
+                continue
+            scope.test_owned |= names
+            if any(isinstance(n, ast.Compare) for n in ast.walk(stmt)):
+                scope.logic |= names
     return steps
 
 
@@ -163,6 +207,8 @@ def _guard(value: Any) -> Any:
         raise CheckFailed(f"a {value.type_name} object is not plain data")
     if type(value) is int and value.bit_length() > _MAX_INT_BITS:
         raise CheckFailed("an integer too large to check")
+    if type(value) is range and len(value) > _MAX_ITEMS:
+        raise CheckFailed("a range too long to check")
     if isinstance(value, (str, bytes, list, tuple, set, frozenset, dict)) and len(value) > _MAX_ITEMS:
         raise CheckFailed("a value too large to check")
     return value
@@ -244,6 +290,9 @@ class Evaluator:
 def _arith(op: ast.operator, left: Any, right: Any) -> Any:
     numbers = (int, float, complex, bool)
     if isinstance(left, numbers) and isinstance(right, numbers):
+        if isinstance(op, ast.Pow) and isinstance(left, int) and isinstance(right, int) and \
+                abs(right) * max(abs(left).bit_length(), 1) > _MAX_INT_BITS:
+            raise CheckFailed("a power too large to check")
         return _guard(_ARITH[type(op)](left, right))
     sequences = (str, bytes, list, tuple)
     if isinstance(op, ast.Add) and type(left) is type(right) and isinstance(left, sequences):

@@ -353,6 +353,15 @@ def test_a_wrong_solution_is_never_graded_correct(forgery):
     assert not result.passed, result
 
 
+@pytest.mark.parametrize("test", ["assert add(1, 1) == 2 ** 70", "assert add(1, 1) == list(range(3))",
+                                  "big = 2 ** 70", "assert add(1, 1) == big"])
+def test_the_expected_side_is_computed_here_even_when_it_is_not_a_literal(test):
+    # every value the sample's process reports is 5: had the verifier asked it for `2 ** 70` too, 5 == 5
+    forged = "import sys\nsys.modules['__main__'].encode = lambda value: 5\ndef add(a, b):\n    return 5\n"
+    tests = ["big = 2 ** 70", test] if test.startswith("assert") else [test, "assert add(1, 1) == big"]
+    assert attempt(forged, tests).status == "failed"
+
+
 def test_the_first_test_alone_can_be_memorised_but_the_hidden_ones_still_fail():
     memorised = "def add(a, b):\n    return 5\n"  # the prompt shows `assert add(2, 3) == 5`
     assert attempt(memorised, TESTS[:1]).passed
