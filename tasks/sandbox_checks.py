@@ -132,6 +132,13 @@ def _names(node: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
 
 
+def _root(node: ast.AST) -> str | None:
+    """The name a call, attribute or subscript chain starts from (`f` in `f(1).x[0]`), if any."""
+    while isinstance(node, (ast.Call, ast.Attribute, ast.Subscript)):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
 def _bound_by(stmt: ast.stmt) -> set[str]:
     names = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
     names |= {n.name for n in ast.walk(stmt) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
@@ -160,9 +167,14 @@ class _Scope:
         if _names(part) & self.logic:
             raise UnsupportedTest(f"{source[:120]!r} calls test code that compares inside the sample's process "
                                   f"({shown!r})")
-        if not self.of_sample(part):
-            raise UnsupportedTest(f"{shown!r} in {source[:120]!r} does not involve the sample, and this "
-                                  "process cannot compute it; the sample's process would decide its value")
+        root = _root(part)
+        foreign_root = root is not None and root not in _FUNCTIONS and not self.of_sample(ast.Name(root))
+        if not self.of_sample(part) or foreign_root:
+            # e.g. `' '.join(...)`, or `isclose(f(1), 2.0)` after `from math import isclose`: a value, or a
+            # comparison, that the sample's process would decide although it is not the sample's (a listed
+            # builtin fed a lambda, `max(f(x), key=lambda t: t[1])`, only orders the sample's own values)
+            raise UnsupportedTest(f"{shown!r} in {source[:120]!r} is not the sample's own value, and this "
+                                  "process cannot compute it; the sample's process would decide it")
 
 
 def plan_tests(tests: list[str]) -> list[Step]:
