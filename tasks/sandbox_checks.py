@@ -129,7 +129,11 @@ def _remote_parts(node: ast.AST, bound: frozenset[str]) -> list[ast.expr]:
 
 
 def _names(node: ast.AST) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+    """Names `node` reads from outside: not those its comprehensions and lambdas bind themselves."""
+    local = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    local |= {a.arg for n in ast.walk(node) if isinstance(n, ast.Lambda)
+              for a in (*n.args.posonlyargs, *n.args.args, *n.args.kwonlyargs, n.args.vararg, n.args.kwarg) if a}
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - local
 
 
 def _root(node: ast.AST) -> str | None:
@@ -156,7 +160,10 @@ class _Scope:
 
     def of_sample(self, node: ast.AST) -> set[str]:
         """Names in `node` that stand for the sample's code (or inputs built from it)."""
-        return _names(node) - _BUILTIN_NAMES - self.test_owned - self.bound
+        return {name for name in _names(node) if self.is_sample(name)}
+
+    def is_sample(self, name: str) -> bool:
+        return name not in _BUILTIN_NAMES and name not in self.test_owned and name not in self.bound
 
     def check_remote(self, part: ast.expr, source: str) -> None:
         """A part evaluated by the sample's process must only be the sample answering for itself."""
@@ -168,7 +175,7 @@ class _Scope:
             raise UnsupportedTest(f"{source[:120]!r} calls test code that compares inside the sample's process "
                                   f"({shown!r})")
         root = _root(part)
-        foreign_root = root is not None and root not in _FUNCTIONS and not self.of_sample(ast.Name(root))
+        foreign_root = root is not None and root not in _FUNCTIONS and not self.is_sample(root)
         if not self.of_sample(part) or foreign_root:
             # e.g. `' '.join(...)`, or `isclose(f(1), 2.0)` after `from math import isclose`: a value, or a
             # comparison, that the sample's process would decide although it is not the sample's (a listed

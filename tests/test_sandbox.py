@@ -183,6 +183,8 @@ def test_checks_that_do_not_hold_fail(code, test):
     (["expected = ' '.join(['a'])", "assert add('a', '') == expected"], "not the sample's own value"),
     (["from math import isclose", "assert isclose(add(1, 1), 2.0)"], "not the sample's own value"),
     (["assert callable(add)"], "not the sample's own value"),
+    (["assert add(1, 1) == [x * 2 for x in [1]]"], "not the sample's own value"),
+    (["assert add(1, 1) == (lambda y: y)(2)"], "not the sample's own value"),
     (["assert add(1,"], "not valid Python"),
 ])
 def test_asserts_the_verifier_cannot_check_alone_are_unsupported(tests, reason):
