@@ -105,17 +105,21 @@ def main() -> None:
         baseline = load_baseline(args.baseline_rev, Path(tmp))
         times: dict[str, float] = {"baseline": float("inf"), "current": float("inf")}
         verdicts: dict[str, list[str]] = {}
+        ratios = []
         for _ in range(args.repeats):  # interleaved, so a noisy neighbour hurts both alike
-            t, verdicts["baseline"] = best_of(lambda: run_baseline(baseline, samples, prompts, limits, workers), 1)
-            times["baseline"] = min(times["baseline"], t)
-            t, out = best_of(lambda: verifier.verify(samples, prompts), 1)
-            times["current"], verdicts["current"] = min(times["current"], t), out["extracted_answer"].to_list()
+            old, verdicts["baseline"] = best_of(lambda: run_baseline(baseline, samples, prompts, limits, workers), 1)
+            new, out = best_of(lambda: verifier.verify(samples, prompts), 1)
+            times["baseline"], times["current"] = min(times["baseline"], old), min(times["current"], new)
+            verdicts["current"] = out["extracted_answer"].to_list()
+            ratios.append(old / new)
 
         n = samples.height
         print_table(f"MBPP fixture: {n} samples, {workers} workers, best of {args.repeats}",
                     ["sandbox", "seconds", "samples/s", "passed"],
                     [[name, times[name], n / times[name], f"{verdicts[name].count('passed')}/{n}"]
                      for name in ("baseline", "current")])
+        print(f"current / baseline samples/s, median over the {len(ratios)} interleaved pairs: "
+              f"{statistics.median(ratios):.2f}")
 
         ids = sandbox_ids()
         user = {"user": ids[0], "group": ids[1], "extra_groups": []} if ids else {}
