@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.dispatch import stage_dispatch
 from tasks.layout import Layout
-from tasks.pipeline import dvc_stage_name, run_stage
+from tasks.pipeline import ITERATION_STAGES, dvc_stage_name, run_stage, stage_recipe
 from tasks.recovery import mark_progress
 from tasks.versioning import commit_stage, stage_is_current
 
@@ -32,9 +32,21 @@ def stage_task(root: str, stage: str, it: str | None = None, resume: bool = Fals
 
         result = dispatch_stage(layout, stage, it, target)
     else:
-        result = run_stage(layout, stage, it)
+        result = _run_here(layout, stage, it)
     commit_stage(layout.root, name)
     return result
+
+
+def _run_here(layout: Layout, stage: str, it: str | None) -> dict | None:
+    """In a process of its own (the default), or in this one when the recipe says so or the stage
+    fans out to Dask workers from here."""
+    from tasks.stage_process import run_stage_isolated
+
+    recipe = stage_recipe(layout, it if stage in ITERATION_STAGES else None)
+    sharded = recipe.scale.runner == "dask" and stage in ("generate", "score")
+    if recipe.numerics.isolate_stages and not sharded:
+        return run_stage_isolated(layout, stage, it)
+    return run_stage(layout, stage, it)
 
 
 def stage(stage_name: str, it: str | None = None):

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tasks.config_base import _Model
 # The section models live in their own modules; importing them from here keeps one entry point.
+from tasks.config_numerics import NumericsConfig  # noqa: F401
 from tasks.config_placement import DispatchConfig, ScaleConfig, StageDispatch  # noqa: F401
 from tasks.config_prompts import ArithSource, FileSource, HubSource, MBPPSource, PromptsConfig  # noqa: F401
 from tasks.config_train import LaunchConfig, LoraConfig, TrainConfig, WarmupConfig  # noqa: F401
@@ -219,3 +220,4 @@ class Recipe(_Model):
     remote: RemoteConfig = RemoteConfig()
     scale: ScaleConfig = ScaleConfig()
     dispatch: DispatchConfig = DispatchConfig()
+    numerics: NumericsConfig = NumericsConfig()

@@ -9,12 +9,13 @@ from pathlib import Path
 from tasks.atomic import read_json, write_json, write_text
 from tasks.dispatch import dispatched_device
 from tasks.layout import Layout, iteration_id, tag_for
+from tasks.numerics import record as numerics_record
 from tasks.pipeline import BASELINE, IterationVars, read_iteration_vars, write_iteration_vars
 from tasks.provenance import code_revision, compute_device, package_versions
 from tasks.recipe import load_recipe, recipe_to_yaml
 from tasks.recovery import mark_progress
 from tasks.report import pass_at_k_entry
-from tasks.versioning import commit_and_tag, push, tags
+from tasks.versioning import commit_and_tag, git, git_ok, push, tags
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,28 @@ def iteration_summary(layout: Layout, it: str) -> dict:
     }
 
 
+def _committed_record(layout: Layout, it: str) -> dict | None:
+    """The iteration's record when HEAD already commits it unchanged: a run killed between the
+    commit and the tag. Its resumption then only pushes and tags, instead of committing again."""
+    rel = layout.rel(layout.record(it))
+    if not layout.record(it).is_file() or git(layout.root, "ls-tree", "--name-only", "HEAD", "--", rel) != rel:
+        return None
+    return read_json(layout.record(it)) if git_ok(layout.root, "diff", "--quiet", "HEAD", "--", rel) else None
+
+
+def _title(it: str, record: dict) -> str:
+    verdict = "promoted" if record["promotion"] and record["promotion"]["promoted"] else "held"
+    return "baseline (warm-up)" if it == BASELINE else f"iteration {it}: {record['status']}, {verdict}"
+
+
 def finish_iteration(layout: Layout, it: str, *, started: str, status: str) -> dict:
     """Write the run record, push data to the DVC remote, then commit and tag (in that order, so a
     tag never points at data the remote lacks)."""
+    if (committed := _committed_record(layout, it)) is not None:
+        mark_progress(layout, f"finish@{it}")
+        push(layout.root)
+        commit_and_tag(layout.root, _title(it, committed), tag_for(it))
+        return committed
     summary = iteration_summary(layout, it)
     record = {
         **summary,
@@ -106,14 +126,13 @@ def finish_iteration(layout: Layout, it: str, *, started: str, status: str) -> d
         "code": code_revision(),
         "packages": package_versions(),
         "device": dispatched_device(layout, it) or compute_device(),  # a GPU worker's, when a stage ran there
+        "numerics": numerics_record(load_recipe(layout.params(it) if layout.params(it).is_file() else layout.recipe).numerics),
     }
     mark_progress(layout, f"finish@{it}")
     write_json(layout.record(it), record)
     write_plot_data(layout)
     push(layout.root)
-    verdict = "promoted" if record["promotion"] and record["promotion"]["promoted"] else "held"
-    title = "baseline (warm-up)" if it == BASELINE else f"iteration {it}: {status}, {verdict}"
-    commit_and_tag(layout.root, title, tag_for(it))
+    commit_and_tag(layout.root, _title(it, record), tag_for(it))
     return record
 
 

@@ -16,6 +16,7 @@ import yaml
 from tasks.atomic import read_json
 from tasks.config import Recipe, TrainConfig
 from tasks.layout import Layout
+from tasks.numerics import pin
 from tasks.recipe import load_recipe
 from tasks.seeds import derive_seed
 
@@ -140,7 +141,9 @@ def run_stage(layout: Layout, stage: str, it: str | None = None) -> dict | None:
     v = read_iteration_vars(layout).get(it) if it else None
     if stage in ITERATION_STAGES and v is None:
         raise ValueError(f"iteration {it!r} is not declared in {layout.iterations_vars.name}")
-    return fns[stage](layout, stage_recipe(layout, it if stage in ITERATION_STAGES else None), it, v)
+    recipe = stage_recipe(layout, it if stage in ITERATION_STAGES else None)
+    pin(recipe.numerics)  # whatever ran before in this process
+    return fns[stage](layout, recipe, it, v)
 
 
 def dvc_stage_name(stage: str, it: str | None) -> str:

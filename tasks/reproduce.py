@@ -17,7 +17,8 @@ from pathlib import Path
 from tasks.atomic import read_json
 from tasks.errors import WorkspaceError
 from tasks.layout import Layout, tag_for
-from tasks.pipeline import BOOTSTRAP_STAGES, ITERATION_STAGES, dvc_stage_name, read_iteration_vars, run_stage
+from tasks.pipeline import (BOOTSTRAP_STAGES, ITERATION_STAGES, dvc_stage_name, read_iteration_vars, run_stage,
+                            stage_recipe)
 from tasks.provenance import CODE_ROOT, code_revision, package_versions
 from tasks.versioning import git
 
@@ -63,6 +64,30 @@ def check_provenance(record: dict, allow_version_drift: bool) -> list[str]:
                                     fix="install the recorded versions, or pass --allow-version-drift.")
         warnings.warn(f"package versions differ: {text}", stacklevel=2)
         notes.append(f"package versions differ: {text}")
+    return notes + check_numerics(record, allow_version_drift)
+
+
+def check_numerics(record: dict, allow_drift: bool) -> list[str]:
+    """Say before anything runs whether this machine can give the recorded bits: thread counts are
+    pinned to the recorded values anywhere, but the CPU's kernel set (e.g. AVX512 against AVX2) is not."""
+    from tasks.config import NumericsConfig
+    from tasks.numerics import differences
+    from tasks.numerics import record as numerics_here
+
+    recorded = record.get("numerics")
+    if not recorded:
+        return []
+    here = numerics_here(NumericsConfig())
+    notes = []
+    if recorded.get("cores") != here["cores"]:
+        notes.append(f"this machine has {here['cores']} cores, the recorded run {recorded.get('cores')}: stages are "
+                     f"pinned to the recorded {recorded.get('threads')} threads, so the bits can match")
+    if drift := differences(recorded, here):
+        text = "; ".join(drift)
+        if not allow_drift:
+            raise VersionDriftError(f"this machine cannot give the recorded bits: {text}.",
+                                    fix="reproduce on a machine of the recorded kind, or pass --allow-version-drift.")
+        notes.append(f"numerics differ: {text}")
     return notes
 
 
@@ -176,10 +201,14 @@ def rerun(clone: Layout, it: str, only: str | None = None) -> list[ArtifactCheck
     missing = pull(clone.root, targets) if targets else []
     if missing:
         return compare(hash_outputs(clone.root, names), missing)
+    from tasks.stage_process import run_stage_isolated
+
+    # the same process model the run used: a fresh process per stage unless the recipe says otherwise
+    run = run_stage_isolated if stage_recipe(clone, None if it == "0000" else it).numerics.isolate_stages else run_stage
     checks = []
     for stage in stages:
         name = dvc_stage_name(stage, it)
-        run_stage(clone, stage, None if it == "0000" else it)
+        run(clone, stage, None if it == "0000" else it)
         checks += compare(hash_outputs(clone.root, [name]), [])
     return checks
 

@@ -13,6 +13,7 @@ from tasks.atomic import write_json, write_text
 from tasks.config import Recipe
 from tasks.errors import WorkspaceBusyError, WorkspaceError
 from tasks.layout import Layout
+from tasks.numerics import resolve as resolve_numerics
 from tasks.pipeline import write_iteration_vars
 from tasks.provenance import CODE_ROOT, code_revision, package_versions
 from tasks.recipe import write_recipe
@@ -47,6 +48,7 @@ def init_workspace(root: Path, recipe: Recipe) -> Layout:
                              fix="create workspaces outside code repos, or git-ignore the folder first.")
     remote = recipe.remote.url or default_remote(root)
     recipe = resolve_backend(recipe)
+    recipe = recipe.model_copy(update={"numerics": resolve_numerics(recipe.numerics)})  # 'auto' -> cores
     created = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
