@@ -67,6 +67,10 @@ class _Ended(Exception):
         self.timed_out = timed_out
 
 
+class _NotStarted(Exception):
+    """The sandbox ended before its runner said it was ready: a host problem, never the sample's doing."""
+
+
 class _Channel:
     """Line-framed JSON requests and replies over the runner's stdin/stdout, all under one deadline."""
 
@@ -84,6 +88,10 @@ class _Channel:
             raise _Ended(timed_out=True)
 
     def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.send(request)
+        return self.recv()
+
+    def send(self, request: dict[str, Any]) -> None:
         data = memoryview(json.dumps(request, ensure_ascii=True).encode() + b"\n")
         while data:
             self._wait(self.out, select.POLLOUT)
@@ -93,6 +101,8 @@ class _Channel:
                 continue
             except (BrokenPipeError, ConnectionResetError):
                 raise _Ended(timed_out=False) from None
+
+    def recv(self) -> dict[str, Any]:
         while b"\n" not in self.buffer:
             if len(self.buffer) > MAX_REPLY_BYTES:
                 raise WireError(f"reply larger than {MAX_REPLY_BYTES} bytes")
@@ -127,6 +137,14 @@ def _raised(name: str, tail: str) -> tuple[Status, str]:
 
 
 def _check_all(chan: _Channel, code: str, steps: list[Step]) -> tuple[Status, str]:
+    try:
+        ready = chan.recv()  # sent by the runner before it reads anything of the sample
+    except _Ended as ended:
+        if ended.timed_out:
+            raise
+        raise _NotStarted from None
+    if ready != {"ready": True}:
+        raise WireError("the runner did not start with a ready line")
     reply = chan.ask({"op": "exec", "src": code, "name": "<sample>"})
     if "raised" in reply:
         return _raised(reply["raised"], reply["tail"])
@@ -204,9 +222,12 @@ def _run(code: str, steps: list[Step], limits: SandboxLimits) -> SandboxResult:
                                     env={"PATH": os.defpath}, **user)  # bwrap's own pid 1 holds no secrets
         finally:
             os.close(seccomp)
+        not_started = False
         try:
             try:
                 status, message = _check_all(_Channel(proc, deadline), code, steps)
+            except _NotStarted:
+                not_started = True
             except _Ended as ended:
                 status, message = _after_exit(proc, ended, deadline)
             except WireError as exc:
@@ -222,6 +243,9 @@ def _run(code: str, steps: list[Step], limits: SandboxLimits) -> SandboxResult:
         size = err.seek(0, os.SEEK_END)
         err.seek(max(0, size - _TAIL_BYTES))
         tail = err.read().decode("utf-8", errors="replace")
+    if not_started:
+        lines = tail.strip().splitlines() or [f"exit status {proc.returncode}"]
+        raise _NotStarted(next((ln for ln in lines if ln.startswith("bwrap:")), lines[-1]).strip()[:200])
     return SandboxResult(status=status, seconds=round(seconds, 3), stderr_tail=f"{tail}\n{message}".strip())
 
 
@@ -237,17 +261,21 @@ def require_sandbox() -> None:
         if _ready.is_set():
             return
         check_host()
-        trial = _run("def probe():\n    return 1\n", plan_tests(["assert probe() == 1"]), SandboxLimits())
-        if trial.status != "passed":
-            lines = trial.stderr_tail.splitlines() or ["no output"]
-            reason = next((ln for ln in lines if ln.startswith("bwrap:")), lines[-1])
+        try:
+            trial = _run("def probe():\n    return 1\n", plan_tests(["assert probe() == 1"]), SandboxLimits())
+        except _NotStarted as exc:
+            reason = str(exc)
             userns = any(word in reason for word in ("namespace", "Operation not permitted", "No permissions"))
             raise SandboxUnavailable(
-                f"a trial sandbox failed ({reason.strip()[:200]})",
+                f"a trial sandbox did not start ({reason})",
                 "allow unprivileged user namespaces (sysctl user.max_user_namespaces=15000; Debian kernels "
                 "also kernel.unprivileged_userns_clone=1, Ubuntu 24.04 kernel.apparmor_restrict_unprivileged_"
                 "userns=0; in a container, a seccomp profile that allows unshare)." if userns else
-                "see the bwrap message above; the README's sandbox section lists what the host needs.")
+                "see the bwrap message; the README's sandbox section lists what the host needs.") from None
+        if trial.status != "passed":
+            raise SandboxUnavailable(f"a trial sandbox did not pass a trivial test ({trial.status}: "
+                                     f"{trial.stderr_tail[-200:]})",
+                                     "see the message; the README's sandbox section lists what the host needs.")
         _ready.set()
 
 
@@ -261,4 +289,9 @@ def run_tests(code: str, tests: list[str], limits: SandboxLimits = SandboxLimits
     checked here and SandboxUnavailable where the host cannot isolate the code."""
     steps = plan_tests(tests)
     require_sandbox()
-    return _run(code, steps, limits)
+    try:
+        return _run(code, steps, limits)
+    except _NotStarted as exc:  # it worked for the trial: something on the host ran out
+        raise SandboxUnavailable(f"a sandbox stopped starting ({exc})",
+                                 "check user.max_user_namespaces, free memory and disk, then run again; "
+                                 "no verdict was recorded for this sample.") from None

@@ -3,7 +3,7 @@
 Started as `python -c <this file's text> <limits as JSON>` in a bubblewrap sandbox, so nothing of
 the project is importable here. It lowers its own resource limits (soft = hard; unprivileged, so
 they cannot be raised again), moves the request and reply pipes off stdin/stdout, then answers
-one request per line until stdin closes:
+`{"ready": true}`, then one reply per request line until stdin closes:
 
     {"op": "exec", "src": ..., "name": ...}  ->  {"ok": true}
     {"op": "eval", "src": ...}               ->  {"value": <plain data>}
@@ -103,6 +103,7 @@ def main():
     os.dup2(null, 1)
     os.close(null)
     namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
+    send(replies, b'{"ready": true}\n')  # the sandbox is up: anything that goes wrong now is the sample's
     for line in requests:
         reply = answer(json.loads(line), namespace)
         try:

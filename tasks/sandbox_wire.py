@@ -96,7 +96,7 @@ def decode_reply(line: bytes) -> dict[str, Any]:
         raise WireError(f"reply is not JSON ({type(exc).__name__})") from exc
     if not isinstance(reply, dict):
         raise WireError("reply is not an object")
-    if reply == {"ok": True}:
+    if reply == {"ok": True} or reply == {"ready": True}:
         return reply
     if set(reply) == {"value"}:
         return {"value": _decode(reply["value"], 0)}

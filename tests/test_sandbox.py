@@ -274,3 +274,12 @@ def test_no_user_namespaces_refuses_and_names_the_sysctl(fresh_probe, monkeypatc
     assert "No permissions to creating new namespace" in str(err.value)
     assert "user.max_user_namespaces" in str(err.value) and "\n" not in str(err.value)
     assert time.monotonic() - start < 10
+
+
+def test_a_sandbox_that_stops_starting_records_no_verdict(monkeypatch):
+    require_sandbox()  # the trial worked; then the host runs out of namespaces
+    message = "bwrap: Creating new namespace failed: No space left on device"
+    monkeypatch.setattr(sandbox, "bwrap_command",
+                        lambda limits, fd, runner: ["/bin/sh", "-c", f"echo '{message}' >&2; exit 1"])
+    with pytest.raises(SandboxUnavailable, match="stopped starting.*No space left on device.*no verdict"):
+        run(ADD, ["assert add(1, 1) == 2"])
