@@ -10,9 +10,11 @@ sandboxed process, which evaluates it in the sample's namespace and answers with
 (tasks/sandbox_wire.py). So the expected side of a comparison never enters the sample's process,
 and the comparison itself runs here on decoded builtin values.
 
-A test whose comparison sits inside a sub-expression that must run in the sample's process (say
-`all(f(x) == y for x, y in pairs)`) cannot be checked that way: it is refused as unsupported
-rather than run where the sample could answer "True" for it.
+The sample's process is only asked for parts that start from the sample's own names (or from a
+listed builtin fed the sample's values and a lambda). A test that would need more from it is
+refused as unsupported rather than run where the sample could decide it: a comparison inside
+such a part (`all(f(x) == y for x, y in pairs)`), a call to a helper of the tests' own setup
+code that compares, or an expected value this process cannot compute (`' '.join(...)`).
 
 Names are resolved here, not in the sample: `sorted` in a test is always the builtin.
 """
