@@ -71,6 +71,10 @@ def ungate(layout: Layout, it: str) -> None:
     write_iteration_vars(layout, table)
 
 
+def _params_of(layout: Layout, it: str) -> Path:
+    return layout.params(it) if layout.params(it).is_file() else layout.recipe
+
+
 def _read_if(path: Path) -> dict | None:
     return read_json(path) if path.is_file() else None
 
@@ -126,7 +130,7 @@ def finish_iteration(layout: Layout, it: str, *, started: str, status: str) -> d
         "code": code_revision(),
         "packages": package_versions(),
         "device": dispatched_device(layout, it) or compute_device(),  # a GPU worker's, when a stage ran there
-        "numerics": numerics_record(load_recipe(layout.params(it) if layout.params(it).is_file() else layout.recipe).numerics),
+        "numerics": numerics_record(load_recipe(_params_of(layout, it)).numerics),  # what the stages were pinned to
     }
     mark_progress(layout, f"finish@{it}")
     write_json(layout.record(it), record)
