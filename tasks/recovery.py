@@ -1,15 +1,21 @@
 """Bring a workspace back to a consistent state after a crash, before a run resumes it.
 
-Stage outputs are written atomically, so a killed stage leaves only temp files behind; the
-records that matter (dvc.lock, iterations.yaml) are restored from the last commit if a kill
-truncated them. Nothing committed or tagged is ever touched.
+A SIGKILL can land anywhere: inside our atomic writers (a `.name.tmp-PID` file or folder is
+left), inside DVC (a truncated dvc.lock or rwlock, a temp or empty object in the cache or the
+remote) or inside git (a stale `index.lock` or ref lock). Each is repaired here, under the run
+lock, so the resumed run starts from the last consistent state. Nothing committed or tagged is
+ever touched; a record that cannot be trusted is restored from HEAD and its stages re-run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 
 import yaml
@@ -18,48 +24,165 @@ from tasks.atomic import read_json, write_json
 from tasks.layout import Layout
 from tasks.versioning import git
 
-TEMP_MARKERS = (".tmp-", ".old-")
-RECORDS = ("dvc.lock", "iterations.yaml")
+OUR_TEMP = re.compile(r"^\..+\.(tmp|old)-\d+$")  # tasks/atomic.py and write_table: .name.tmp-PID
+DVC_TEMP = re.compile(r"\.[A-Za-z0-9_-]{22}\.tmp$")  # dvc_objects.fs.utils.tmp_fname: [name].token.tmp
+SKIPPED = {".git", ".dvc", ".flywheel"}  # .flywheel holds resumable train checkpoints (tasks/resume.py)
+GIT_LOCKS = ("index.lock", "HEAD.lock", "config.lock", "packed-refs.lock")
+OBJECT = re.compile(r"^[0-9a-f]{30}(\.dir)?$")
+LOCK_GRACE_S = 5.0  # a live git (say, a user's `git status`) holds its lock for milliseconds
 
 
-def _parses(path: Path) -> bool:
-    try:
-        yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError):
-        return False
-    return True
+def _is_temp(name: str) -> bool:
+    return bool(OUR_TEMP.match(name) or DVC_TEMP.search(name))
 
 
 def remove_partial_outputs(layout: Layout) -> list[Path]:
-    """Delete temp files and folders that atomic writers leave when killed mid-write."""
+    """Delete the temp files and folders that our writers and DVC leave when killed mid-write,
+    anywhere in the work tree (outputs, records, plots, the root's iterations.yaml)."""
     removed = []
-    for top in (layout.root / "data", layout.root / "models"):
-        if not top.exists():
-            continue
-        for path in sorted(top.rglob(".*"), reverse=True):
-            if path.name.startswith(".") and any(m in path.name for m in TEMP_MARKERS):
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-                removed.append(path)
+    for dirpath, dirnames, filenames in os.walk(layout.root):
+        here = Path(dirpath)
+        if here == layout.root:
+            dirnames[:] = [d for d in dirnames if d not in SKIPPED]
+        for name in [d for d in dirnames if _is_temp(d)]:
+            shutil.rmtree(here / name, ignore_errors=True)
+            dirnames.remove(name)
+            removed.append(here / name)
+        for name in filenames:
+            if _is_temp(name):
+                (here / name).unlink(missing_ok=True)
+                removed.append(here / name)
+    return sorted(removed)
+
+
+def clear_stale_git_locks(layout: Layout, grace_s: float = LOCK_GRACE_S) -> list[str]:
+    """Remove git lock files that a killed git left (`index.lock`, `refs/tags/iter-0001.lock`...).
+    We hold the run lock, so no flywheel git writer is alive; a lock that outlives the grace
+    period belongs to a dead process, and would make every later git command fail."""
+    gitdir = layout.root / ".git"
+    locks = [gitdir / n for n in GIT_LOCKS] + sorted((gitdir / "refs").rglob("*.lock"))
+    deadline = time.monotonic() + grace_s
+    while any(p.exists() for p in locks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stale = [p for p in locks if p.exists()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return [str(p.relative_to(layout.root)) for p in stale]
+
+
+def repair_dvc_state(layout: Layout) -> list[str]:
+    """DVC rewrites `.dvc/tmp/rwlock` in place; a kill mid-write leaves JSON that DVC refuses
+    forever after. It only lists the pids of DVC commands alive now, and we hold the run lock."""
+    rwlock = layout.root / ".dvc" / "tmp" / "rwlock"
+    if rwlock.is_file():
+        try:
+            json.loads(rwlock.read_text() or "x")
+        except (ValueError, UnicodeDecodeError):
+            rwlock.unlink()
+            return [str(rwlock.relative_to(layout.root))]
+    return []
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def remove_broken_objects(store: Path) -> list[Path]:
+    """Objects of a local DVC cache or remote that a kill left under their final name but not
+    complete. DVC makes an object read-only once it is complete, so only writable ones are hashed.
+    (The first transfer of each batch tries a reflink by creating the object's final path, empty,
+    and removes it when reflinks are unsupported: killed in between, the empty file would pass for
+    the real object on every later push.)"""
+    removed = []
+    root = store / "files" / "md5"
+    for sub in sorted(root.iterdir()) if root.is_dir() else []:
+        for obj in sorted(sub.iterdir()) if sub.is_dir() else []:
+            if OBJECT.match(obj.name) and obj.stat().st_mode & 0o222 and \
+                    _md5(obj) != (sub.name + obj.name).removesuffix(".dir"):
+                obj.unlink()
+                removed.append(obj)
     return removed
 
 
+def remove_cache_temps(cache: Path) -> list[Path]:
+    """Temp files of copies into the workspace's own cache that a kill cut short. (A remote's are
+    left alone: another workspace may be pushing to it, and DVC never reads them.)"""
+    removed = [p for p in cache.rglob("*.tmp") if p.is_file() and DVC_TEMP.search(p.name)] if cache.is_dir() else []
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
+
+
+def _in_head(layout: Layout, name: str) -> bool:
+    return git(layout.root, "ls-tree", "--name-only", "HEAD", "--", name, check=False) == name
+
+
+def _head_text(layout: Layout, name: str) -> str | None:
+    return git(layout.root, "show", f"HEAD:{name}") if _in_head(layout, name) else None
+
+
+def _lock_is_sound(layout: Layout, text: str) -> bool:
+    """dvc.lock as DVC would accept it, still holding every stage the last commit recorded. DVC
+    truncates the file and then writes it, so a kill can leave it empty, cut mid-line, or cut at
+    a line boundary (valid YAML that has silently lost the committed iterations' stages)."""
+    from dvc.schema import COMPILED_LOCKFILE_SCHEMA
+
+    try:
+        data = yaml.safe_load(text)
+        COMPILED_LOCKFILE_SCHEMA(data)
+    except Exception:  # noqa: BLE001 - YAML and schema errors alike: DVC would refuse the file
+        return False
+    head = _head_text(layout, "dvc.lock")
+    committed = (yaml.safe_load(head) or {}).get("stages", {}) if head else {}
+    return all(data["stages"].get(name) == entry for name, entry in committed.items())
+
+
+def _vars_are_sound(layout: Layout, text: str) -> bool:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("iterations"), dict)
+
+
 def restore_broken_records(layout: Layout) -> list[str]:
-    """Restore dvc.lock / iterations.yaml from HEAD if a kill left them unparsable."""
+    """Restore dvc.lock / iterations.yaml from HEAD (or remove them when never committed) if a kill
+    left them unusable; the stages they lost are not current any more and simply run again."""
     restored = []
-    for name in RECORDS:
+    for name, sound in (("dvc.lock", _lock_is_sound), ("iterations.yaml", _vars_are_sound)):
         path = layout.root / name
-        if path.exists() and not _parses(path):
-            tracked = git(layout.root, "ls-files", name)
-            if tracked:
-                git(layout.root, "checkout", "HEAD", "--", name)
-            else:
-                path.unlink()
-            restored.append(name)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            continue
+        except UnicodeDecodeError:
+            text = ""
+        if sound(layout, text):
+            continue
+        if _in_head(layout, name):
+            git(layout.root, "checkout", "HEAD", "--", name)
+        else:
+            path.unlink()
+        restored.append(name)
     return restored
 
 
 def recover(layout: Layout) -> dict:
-    return {"removed": [str(p.relative_to(layout.root)) for p in remove_partial_outputs(layout)],
+    """Repair what an interrupted run left. Git locks go first: restoring a record needs git."""
+    from tasks.lock_history import dvc_cache_dir
+    from tasks.versioning import local_folder, remote_url
+
+    git_locks = clear_stale_git_locks(layout)
+    dvc_state = repair_dvc_state(layout)
+    removed = remove_partial_outputs(layout)
+    cache, remote = dvc_cache_dir(layout.root), local_folder(layout.root, remote_url(layout.root))
+    objects = remove_cache_temps(cache) + [o for s in (cache, remote) if s is not None for o in remove_broken_objects(s)]
+    return {"removed": [str(p.relative_to(layout.root)) for p in removed], "git_locks": git_locks,
+            "dvc_state": dvc_state, "objects": [str(o) for o in objects],
             "restored": restore_broken_records(layout)}
 
 

@@ -14,9 +14,17 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "flywheel", "GIT_AUTHOR_EMAIL": "flywheel@localhos
            "GIT_COMMITTER_NAME": "flywheel", "GIT_COMMITTER_EMAIL": "flywheel@localhost"}
 
 
+def _git_env() -> dict[str, str]:
+    return {**os.environ, **{k: os.environ.get(k, v) for k, v in GIT_ENV.items()}}
+
+
+def git_ok(root: Path, *args: str) -> bool:
+    """Whether a git command exits 0 (for questions such as `diff --quiet`)."""
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, env=_git_env()).returncode == 0
+
+
 def git(root: Path, *args: str, check: bool = True) -> str:
-    env = {**os.environ, **{k: os.environ.get(k, v) for k, v in GIT_ENV.items()}}
-    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, env=env)
+    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, env=_git_env())
     if check and proc.returncode:
         raise WorkspaceError(f"git {' '.join(args)} failed: {proc.stderr.strip().splitlines()[-1:]}",
                              file=str(root))
@@ -72,8 +80,65 @@ def stage_is_current(root: Path, stage: str) -> bool:
 
 
 def push(root: Path) -> None:
+    """Push every recorded output to the default remote. Fails with one line naming the remote and
+    the fix; a local remote folder that vanished is an error, never silently made anew."""
+    from dvc.exceptions import DvcException
+
+    name, url = _remote(root)
+    folder = local_folder(root, url)
+    if folder is not None and not folder.is_dir():
+        raise _remote_error(name, url, "is missing" if not folder.exists() else "is not a folder")
+    with _repo(root) as repo, _dvc_errors() as causes:
+        try:
+            repo.push()
+        except (DvcException, OSError) as err:
+            reason = next(iter(causes), None) or str(err)
+            raise _remote_error(name, url, f"could not be written ({reason})") from None
+
+
+def _remote(root: Path) -> tuple[str, str | None]:
     with _repo(root) as repo:
-        repo.push()
+        name = repo.config["core"].get("remote") or "origin"
+        return name, repo.config["remote"].get(name, {}).get("url")
+
+
+def local_folder(root: Path, url: str | None) -> Path | None:
+    """A remote URL's folder when it is on this machine (None for s3://, gs://, ...)."""
+    if not url or "://" in url:
+        return None
+    folder = Path(url).expanduser()
+    return folder if folder.is_absolute() else (Path(root) / ".dvc" / folder).resolve()  # as DVC resolves it
+
+
+def _remote_error(name: str, url: str | None, what: str) -> WorkspaceError:
+    return WorkspaceError(f"DVC remote '{name}' {what}; nothing was tagged.", file=url,
+                          fix="make it writable (or restore it), or point the workspace elsewhere with "
+                          f"`dvc remote modify {name} url NEW`; then rerun, which resumes and pushes.")
+
+
+@contextmanager
+def _dvc_errors() -> Iterator[list[str]]:
+    """Collect DVC's own error log lines (the real cause of a failed push) instead of letting them
+    print: the CLI then shows one line."""
+    import logging
+
+    causes: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.ERROR:
+                text = record.getMessage().strip()
+                if record.exc_info and record.exc_info[1] is not None:
+                    text = f"{text} {record.exc_info[1]}".strip()
+                causes.append(" ".join(text.split()))
+
+    log = logging.getLogger("dvc")
+    handler = Collect()
+    log.addHandler(handler)
+    try:
+        yield causes
+    finally:
+        log.removeHandler(handler)
 
 
 def remote_url(root: Path) -> str | None:
@@ -82,9 +147,15 @@ def remote_url(root: Path) -> str | None:
         return repo.config["remote"].get(name, {}).get("url") if name else None
 
 
+# Never commit a temp file, even one left where recovery does not look (ours: .name.tmp-PID;
+# DVC's: [name].token.tmp).
+_NOT_RECORDED = (":(exclude,glob)**/.*.tmp-*", ":(exclude,glob)**/.*.old-*",
+                 ":(exclude,glob)**/*." + "?" * 22 + ".tmp")
+
+
 def commit_and_tag(root: Path, message: str, tag: str | None = None) -> str:
-    git(root, "add", "-A")
-    if git(root, "status", "--porcelain"):
+    git(root, "add", "-A", "--", ".", *_NOT_RECORDED)
+    if not git_ok(root, "diff", "--cached", "--quiet"):
         git(root, "commit", "-q", "-m", message)
     if tag:
         git(root, "tag", "-f", tag)
