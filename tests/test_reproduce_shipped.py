@@ -9,6 +9,8 @@ must match bit for bit, and so must `dvc repro` of the training stage in the clo
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +60,7 @@ def busy_run(tmp_path_factory) -> Path:
         ws = base / "ws"
         flywheel("run", "-w", str(ws), "-c", str(recipe))
     finally:
-        load.kill()
+        os.killpg(load.pid, signal.SIGKILL)  # the load generator and its worker processes
         load.wait()
     return ws
 
