@@ -21,11 +21,13 @@ from tasks.stage_process import StageProcessError, run_stage_isolated
 from tests.conftest import MICRO_RECIPE, ROOT
 
 
-def test_auto_threads_resolve_to_this_machines_cores():
+def test_auto_threads_resolve_to_this_machines_cores(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     cfg = resolve(NumericsConfig())
     assert cfg.threads == cfg.interop_threads == available_cores()
     assert resolve(NumericsConfig(threads=3)).threads == 3
-    assert stage_env(NumericsConfig(threads=3)) == {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"}
+    env = stage_env(NumericsConfig(threads=3))
+    assert env == {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def test_pin_sets_threads_even_after_a_library_replaced_torch_set_num_threads(monkeypatch):
