@@ -27,6 +27,9 @@ MICRO_RECIPE = {
     "train": {"max_steps": 2, "batch_size": 8},
     "evaluate": {"k": 2},
     # an untrained micro model writes mostly noise: keep the gate open so the e2e loop runs
+    # stages in the flow's process: an interpreter per stage would add about a minute to each micro run;
+    # the shipped default (a process per stage) is what test_reproduce_shipped and the kill tests run
+    "numerics": {"isolate_stages": False},
     "check": {"min_coverage": 0.0, "min_selected": 0, "max_missing_answer_rate": 1.0, "max_duplicate_rate": 1.0,
               "max_repetition_rate": 1.0, "max_truncation_rate": 1.0},
 }
