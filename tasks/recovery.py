@@ -1,16 +1,18 @@
 """Bring a workspace back to a consistent state after a crash, before a run resumes it.
 
 A SIGKILL can land anywhere: inside our atomic writers (a `.name.tmp-PID` file or folder is
-left), inside DVC (a truncated dvc.lock or rwlock, a temp or empty object in the cache or the
-remote) or inside git (a stale `index.lock` or ref lock). Each is repaired here, under the run
-lock, so the resumed run starts from the last consistent state. Nothing committed or tagged is
-ever touched; a record that cannot be trusted is restored from HEAD and its stages re-run.
+left), inside `dvc commit` (a truncated dvc.lock or rwlock; an output removed from the work tree
+while its copy from the cache sits in a `.token.tmp` file) or inside git (a stale `index.lock` or
+ref lock). Each is repaired here, under the run lock, so the resumed run starts from the last
+consistent state. Nothing committed or tagged is ever touched; a record that cannot be trusted
+is restored from HEAD and its stages simply run again. (Objects that a kill left half-made in the
+local cache or a local remote need nothing here: DVC re-hashes any object that is not yet
+read-only before trusting it, and re-copies it.)
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import re
@@ -28,7 +30,6 @@ OUR_TEMP = re.compile(r"^\..+\.(tmp|old)-\d+$")  # tasks/atomic.py and write_tab
 DVC_TEMP = re.compile(r"\.[A-Za-z0-9_-]{22}\.tmp$")  # dvc_objects.fs.utils.tmp_fname: [name].token.tmp
 SKIPPED = {".git", ".dvc", ".flywheel"}  # .flywheel holds resumable train checkpoints (tasks/resume.py)
 GIT_LOCKS = ("index.lock", "HEAD.lock", "config.lock", "packed-refs.lock")
-OBJECT = re.compile(r"^[0-9a-f]{30}(\.dir)?$")
 LOCK_GRACE_S = 5.0  # a live git (say, a user's `git status`) holds its lock for milliseconds
 
 
@@ -81,40 +82,6 @@ def repair_dvc_state(layout: Layout) -> list[str]:
             rwlock.unlink()
             return [str(rwlock.relative_to(layout.root))]
     return []
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def remove_broken_objects(store: Path) -> list[Path]:
-    """Objects of a local DVC cache or remote that a kill left under their final name but not
-    complete. DVC makes an object read-only once it is complete, so only writable ones are hashed.
-    (The first transfer of each batch tries a reflink by creating the object's final path, empty,
-    and removes it when reflinks are unsupported: killed in between, the empty file would pass for
-    the real object on every later push.)"""
-    removed = []
-    root = store / "files" / "md5"
-    for sub in sorted(root.iterdir()) if root.is_dir() else []:
-        for obj in sorted(sub.iterdir()) if sub.is_dir() else []:
-            if OBJECT.match(obj.name) and obj.stat().st_mode & 0o222 and \
-                    _md5(obj) != (sub.name + obj.name).removesuffix(".dir"):
-                obj.unlink()
-                removed.append(obj)
-    return removed
-
-
-def remove_cache_temps(cache: Path) -> list[Path]:
-    """Temp files of copies into the workspace's own cache that a kill cut short. (A remote's are
-    left alone: another workspace may be pushing to it, and DVC never reads them.)"""
-    removed = [p for p in cache.rglob("*.tmp") if p.is_file() and DVC_TEMP.search(p.name)] if cache.is_dir() else []
-    for p in removed:
-        p.unlink(missing_ok=True)
-    return removed
 
 
 def _in_head(layout: Layout, name: str) -> bool:
@@ -173,17 +140,11 @@ def restore_broken_records(layout: Layout) -> list[str]:
 
 def recover(layout: Layout) -> dict:
     """Repair what an interrupted run left. Git locks go first: restoring a record needs git."""
-    from tasks.lock_history import dvc_cache_dir
-    from tasks.versioning import local_folder, remote_url
-
     git_locks = clear_stale_git_locks(layout)
     dvc_state = repair_dvc_state(layout)
     removed = remove_partial_outputs(layout)
-    cache, remote = dvc_cache_dir(layout.root), local_folder(layout.root, remote_url(layout.root))
-    objects = remove_cache_temps(cache) + [o for s in (cache, remote) if s is not None for o in remove_broken_objects(s)]
     return {"removed": [str(p.relative_to(layout.root)) for p in removed], "git_locks": git_locks,
-            "dvc_state": dvc_state, "objects": [str(o) for o in objects],
-            "restored": restore_broken_records(layout)}
+            "dvc_state": dvc_state, "restored": restore_broken_records(layout)}
 
 
 def mark_progress(layout: Layout, step: str) -> None:
