@@ -3,62 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from flywheel.common import WorkspaceOpt, audit_workspace, echo_json, fail, quiet_prefect, run_workspace
+from flywheel.common import target_workspace
 
 app = typer.Typer(
     help="Nightly self-improvement for reasoning models: sample, verify, select, fine-tune, evaluate, "
          "promote — every dataset and checkpoint versioned with DVC.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
-WorkspaceOpt = Annotated[Path | None, typer.Option(
-    "--workspace", "-w", help="Workspace folder (default: data/workspaces/default in the code repo).")]
 ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", "-c", help="Recipe YAML used when the workspace is created (default: configs/tiny-arith.yaml).")]
-
-
-def _quiet_prefect() -> None:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # the ephemeral API server can take longer than Prefect's 20 s default on a busy 2-core box
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    import logging
-
-    logging.getLogger("dvc").setLevel(logging.WARNING)
-
-
-def _fail(err: Exception) -> None:
-    from tasks.errors import FlywheelError
-
-    code = err.exit_code if isinstance(err, FlywheelError) else 1
-    typer.secho(f"error: {err}", fg="red", err=True)
-    raise typer.Exit(code)
-
-
-def _resolve_workspace(workspace: Path | None, config: Path | None, create: bool):
-    """Open the workspace, creating it from the recipe when asked and it does not exist yet."""
-    from tasks.preflight import preflight
-    from tasks.recipe import load_recipe
-    from tasks.workspace import DEFAULT_CONFIG, DEFAULT_WORKSPACE, init_workspace, is_workspace, open_workspace
-
-    root = workspace or DEFAULT_WORKSPACE
-    if is_workspace(root):
-        layout = open_workspace(root)
-        preflight(load_recipe(layout.recipe), layout.root)
-        return layout
-    if not create:
-        return open_workspace(root)  # raises the clear "not a workspace" error
-    recipe = load_recipe(config or DEFAULT_CONFIG)
-    preflight(recipe, root)
-    typer.echo(f"Creating workspace {root}")
-    return init_workspace(root, recipe)
 
 
 @app.command()
@@ -74,7 +33,7 @@ def init(directory: Annotated[Path, typer.Argument(help="New or empty folder for
         preflight(recipe, directory)
         layout = init_workspace(directory, recipe)
     except Exception as err:  # noqa: BLE001
-        _fail(err)
+        fail(err)
     typer.echo(f"Workspace ready at {layout.root}. Run: flywheel run --workspace {directory}")
 
 
@@ -84,19 +43,32 @@ def run(workspace: WorkspaceOpt = None, config: ConfigOpt = None,
                                                        help="Iterations to run (default: the recipe's run.iterations).")] = None) -> None:
     """Run the flywheel: warm-up once, then N iterations, each committed and tagged iter-NNNN.
 
-    With no workspace, uses (and on first use creates) the default one from configs/tiny-arith.yaml.
-    An iteration interrupted by a crash is resumed.
+    With no workspace named or found around the current folder, uses (and on first use creates) the
+    default one from configs/tiny-arith.yaml. An iteration interrupted by a crash is resumed.
+    The lock, the recipe, its inputs and the engine are checked before Prefect starts; the run's
+    full log goes to .flywheel/logs/ in the workspace.
     """
-    _quiet_prefect()
+    quiet_prefect()
+    log = None
     try:
-        layout = _resolve_workspace(workspace, config, create=True)
-        from flows.nightly import flywheel_flow
-        from tasks.iterations import load_records
+        from tasks.workspace import require_data, workspace_lock
 
-        flywheel_flow(str(layout.root), iterations)
+        layout, _ = run_workspace(workspace, config, create_default=True)
+        require_data(layout.root, complete=True)  # a clone before `dvc pull`: refused, nothing written
+        with workspace_lock(layout):  # held for the whole run; the flow re-enters it
+            from tasks.preflight import preflight
+            from tasks.recipe import load_recipe
+
+            preflight(load_recipe(layout.recipe), layout.root)
+            from flows.nightly import flywheel_flow  # Prefect starts only now
+            from flywheel.runlog import run_log
+            from tasks.iterations import load_records
+
+            with run_log(layout, "run") as log:
+                flywheel_flow(str(layout.root), iterations)
         _print_status(load_records(layout))
     except Exception as err:  # noqa: BLE001
-        _fail(err)
+        fail(err, log)
 
 
 @app.command()
@@ -106,16 +78,22 @@ def serve(workspace: WorkspaceOpt = None, config: ConfigOpt = None,
           name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly") -> None:
     """Serve the flywheel as a scheduled Prefect deployment (a long-running process).
 
-    Needs a Prefect API: `prefect server start` and PREFECT_API_URL, or Prefect Cloud.
+    Needs a Prefect API: `prefect server start` and PREFECT_API_URL, or Prefect Cloud. Each
+    scheduled run takes the workspace lock itself, so this process does not hold it.
     """
-    _quiet_prefect()
+    quiet_prefect()
     try:
-        layout = _resolve_workspace(workspace, config, create=True)
+        from tasks.preflight import preflight
+        from tasks.recipe import load_recipe
+
+        layout, created = run_workspace(workspace, config, create_default=False)
+        if not created:
+            preflight(load_recipe(layout.recipe), layout.root)
         from flows.schedule import serve_nightly
 
         serve_nightly(str(layout.root), cron=cron, iterations=iterations, name=name)
     except Exception as err:  # noqa: BLE001
-        _fail(err)
+        fail(err)
 
 
 def _print_status(records: list[dict]) -> None:
@@ -146,10 +124,11 @@ def status(workspace: WorkspaceOpt = None,
         from tasks.iterations import load_records
         from tasks.report import status_row
 
-        layout = _resolve_workspace(workspace, None, create=False)
-        records = load_records(layout)
+        from tasks.layout import Layout
+
+        records = load_records(Layout(audit_workspace(workspace, reads_data=False)))
     except Exception as err:  # noqa: BLE001
-        _fail(err)
+        fail(err)
     if as_json:
         typer.echo(json.dumps([status_row(r) for r in records], indent=2))
     else:
@@ -165,28 +144,31 @@ def report(workspace: WorkspaceOpt = None,
         from tasks.iterations import load_records
         from tasks.recipe import load_recipe
 
-        layout = _resolve_workspace(workspace, None, create=False)
+        from tasks.layout import Layout
+
+        layout = Layout(audit_workspace(workspace, reads_data=False))
         name = load_recipe(layout.recipe).run.name
         paths = write_dashboard(load_records(layout), out or layout.root / "reports", title=f"flywheel: {name}")
     except Exception as err:  # noqa: BLE001
-        _fail(err)
+        fail(err)
     typer.echo(f"Wrote {paths['png']} and {paths['html']}")
 
 
 @app.command(name="stage")
 def stage_cmd(name: Annotated[str, typer.Argument(help="Stage name, as in dvc.yaml.")],
               iteration: Annotated[str | None, typer.Option("--iteration", "-i")] = None,
-              workspace: Annotated[Path, typer.Option("--workspace", "-w")] = Path(".")) -> None:
-    """Run one pipeline stage in a workspace (the command `dvc repro` calls)."""
+              workspace: WorkspaceOpt = None) -> None:
+    """Run one pipeline stage in a workspace (the command `dvc repro` calls).
+
+    Under `dvc repro` the stage runs in the repository DVC runs it for, unless -w says otherwise."""
     try:
-        from tasks.layout import iteration_id
+        from tasks.layout import Layout, iteration_id
         from tasks.pipeline import run_stage
-        from tasks.workspace import open_workspace
 
         it = iteration_id(iteration) if iteration else None  # validate before touching the workspace
-        result = run_stage(open_workspace(workspace), name, it)
+        result = run_stage(Layout(target_workspace(workspace, under_dvc=True).root), name, it)
     except Exception as err:  # noqa: BLE001
-        _fail(err)
+        fail(err)
     typer.echo(json.dumps(result, default=str))
 
 
@@ -202,25 +184,6 @@ _register_extra_commands()
 
 
 # --- audit commands: read-only; they import no torch, transformers, GX or prefect ----------------
-
-def _audit_root(workspace: Path | None) -> Path:
-    """A workspace to read: no preflight, no lock, nothing created."""
-    from tasks.errors import WorkspaceError
-
-    if workspace is None:
-        from tasks.provenance import CODE_ROOT
-
-        workspace = CODE_ROOT / "data" / "workspaces" / "default"  # tasks.workspace.DEFAULT_WORKSPACE
-    root = Path(workspace)
-    if not ((root / "flywheel.yaml").is_file() and (root / ".dvc").is_dir() and (root / ".git").exists()):
-        raise WorkspaceError("not a flywheel workspace.", file=str(root),
-                             fix="pass -w with a workspace folder (created by `flywheel init` or `flywheel run`).")
-    return root.resolve()
-
-
-def _echo_json(data: object) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
-
 
 @app.command()
 def lineage(query: Annotated[str | None, typer.Argument(
@@ -239,9 +202,9 @@ def lineage(query: Annotated[str | None, typer.Argument(
         from tasks import lineage as lin
         from tasks.errors import WorkspaceError
 
-        root = _audit_root(workspace)
         if sum((as_json, dot, mermaid)) > 1:
             raise WorkspaceError("choose one of --json, --dot, --mermaid.")
+        root = audit_workspace(workspace, reads_data=True)
         if example:
             pid, sep, idx = example.rpartition(":")
             if not sep or not pid or not idx.lstrip("-").isdigit():
@@ -254,11 +217,11 @@ def lineage(query: Annotated[str | None, typer.Argument(
         else:
             raise WorkspaceError("give a QUERY or --example.", fix="e.g. `flywheel lineage 2` or `flywheel lineage models/0002`.")
     except Exception as err:  # noqa: BLE001
-        _fail(err)
+        fail(err)
     from tasks import lineage_render as render
 
     if as_json:
-        _echo_json(result)
+        echo_json(result)
     elif dot:
         typer.echo(render.to_dot(graphs), nl=False)
     elif mermaid:
@@ -276,11 +239,11 @@ def log_cmd(workspace: WorkspaceOpt = None,
     try:
         from tasks.lineage import iteration_log
 
-        rows = iteration_log(_audit_root(workspace))
+        rows = iteration_log(audit_workspace(workspace, reads_data=False))
     except Exception as err:  # noqa: BLE001
-        _fail(err)
+        fail(err)
     if as_json:
-        _echo_json(rows)
+        echo_json(rows)
         return
     from tasks.lineage_render import log_lines
 
@@ -303,12 +266,12 @@ def diff_cmd(a: Annotated[str, typer.Argument(help="Iteration (1, 0001) or Parqu
         def is_file(x: str) -> bool:
             return Path(x).is_file()
 
-        root = None if (is_file(a) and is_file(b) and workspace is None) else _audit_root(workspace)
+        root = None if (is_file(a) and is_file(b) and workspace is None) else audit_workspace(workspace, reads_data=True)
         result = diff(root, a, b, table, limit)
     except Exception as err:  # noqa: BLE001
-        _fail(err)
+        fail(err)
     if as_json:
-        _echo_json(result)
+        echo_json(result)
     else:
         for line in diff_lines(result):
             typer.echo(line)
@@ -321,13 +284,22 @@ def sql_cmd(query: Annotated[str, typer.Argument(help="A DuckDB query over the a
             limit: Annotated[int, typer.Option("--limit", min=1, help="Most rows to print.")] = 1000) -> None:
     """Query the workspace in SQL: iterations, metrics, artifacts, deps, prompts, samples, scored, selected."""
     try:
-        from tasks.audit_sql import query as run_query
+        import duckdb
 
-        cols, rows = run_query(_audit_root(workspace), query, limit)
+        from tasks.audit_sql import query as run_query
+        from tasks.errors import WorkspaceError
+
+        root = audit_workspace(workspace, reads_data=True)
+        try:
+            cols, rows = run_query(root, query, limit)
+        except duckdb.Error as err:  # the query is the user's: its mistakes are theirs to fix
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise WorkspaceError(f"the query failed: {first}", field="QUERY",
+                                 fix="see README: Auditing for the views and their columns.") from None
     except Exception as err:  # noqa: BLE001
-        _fail(err)
+        fail(err)
     if as_json:
-        _echo_json([dict(zip(cols, r)) for r in rows])
+        echo_json([dict(zip(cols, r)) for r in rows])
         return
     from rich.console import Console
     from rich.table import Table

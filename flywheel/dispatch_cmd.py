@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from flywheel.common import fail, quiet_prefect
+
 
 def deploy_worker(pool: Annotated[str, typer.Option("--pool", "-p", help="Work pool the worker polls "
                                                     "(create it with `prefect work-pool create`).")],
@@ -22,10 +24,9 @@ def deploy_worker(pool: Annotated[str, typer.Option("--pool", "-p", help="Work p
     Needs a Prefect API (PREFECT_API_URL). The worker's environment must have flywheel installed and
     DVC credentials for the workspace's remote; see README: Running training on a GPU work pool.
     """
-    from flywheel.cli import _fail, _quiet_prefect
     from tasks.errors import ConfigError
 
-    _quiet_prefect()
+    quiet_prefect()
     try:
         try:
             variables = json.loads(job_variables) if job_variables else None
@@ -38,5 +39,5 @@ def deploy_worker(pool: Annotated[str, typer.Option("--pool", "-p", help="Work p
 
         deployment = deploy_stage_worker(name, pool, image=image, job_variables=variables, work_queue=work_queue)
     except Exception as err:  # noqa: BLE001
-        _fail(err)
+        fail(err)
     typer.echo(f"Deployed {deployment} on work pool {pool}. Set dispatch.train.deployment: {deployment} in the recipe.")

@@ -9,9 +9,11 @@ from typing import Annotated
 
 import typer
 
+from flywheel.common import WorkspaceOpt, dvc_warnings_off, fail, quiet_prefect, target_workspace
+
 
 def reproduce(iteration: Annotated[str, typer.Argument(help="Iteration number, e.g. 2 or 0002 (0 = warm-up).")],
-              workspace: Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder.")] = None,
+              workspace: WorkspaceOpt = None,
               stage: Annotated[str | None, typer.Option(help="Re-run only this stage (e.g. score).")] = None,
               verify_only: Annotated[bool, typer.Option("--verify-only", help="Fetch all recorded artifacts and "
                                                         "check their hashes, without recomputing.")] = False,
@@ -19,22 +21,25 @@ def reproduce(iteration: Annotated[str, typer.Argument(help="Iteration number, e
               as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Re-run an iteration in an isolated clone and compare every output with its recorded hash.
 
-    The live workspace is never modified. Exits 1 when any artifact differs or is missing.
+    The live workspace is never modified; inside a clone, the clone's history and DVC remote are
+    used. Exits 1 when any artifact differs or is missing.
     """
-    from flywheel.cli import _fail, _quiet_prefect, _resolve_workspace
-    from tasks.layout import iteration_id
     from tasks.atomic import read_json
+    from tasks.layout import Layout, iteration_id
+    from tasks.preflight import preflight
+    from tasks.recipe import load_recipe
     from tasks.reproduce import check_provenance, deterministic, isolated_clone, load_record, relax_for_gpu, rerun
     from tasks.reproduce import summary
     from tasks.reproduce import verify_only as verify
 
-    _quiet_prefect()
+    quiet_prefect()
     try:
         it = iteration_id(iteration)
-        layout = _resolve_workspace(workspace, None, create=False)
+        layout = Layout(target_workspace(workspace).root)
+        preflight(load_recipe(layout.recipe), layout.root)
         record = load_record(layout.root, it)
         notes = check_provenance(record, allow_version_drift)
-        with tempfile.TemporaryDirectory(prefix=f"flywheel-reproduce-{it}-") as tmp, \
+        with tempfile.TemporaryDirectory(prefix=f"flywheel-reproduce-{it}-") as tmp, dvc_warnings_off(), \
                 isolated_clone(layout.root, it, Path(tmp) / "ws") as clone:
             checks = verify(clone, it) if verify_only else rerun(clone, it, only=stage)
             if not verify_only and not deterministic(record):
@@ -42,13 +47,23 @@ def reproduce(iteration: Annotated[str, typer.Argument(help="Iteration number, e
                 checks, gpu_notes = relax_for_gpu(checks, record.get("eval"), read_json(now) if now else None)
                 notes += gpu_notes
     except Exception as err:  # noqa: BLE001
-        _fail(err)
+        fail(err)
     result = summary(checks) | {"iteration": it, "notes": notes, "mode": "verify" if verify_only else "rerun"}
     if as_json:
         typer.echo(json.dumps(result | {"artifacts": [c.__dict__ for c in checks]}, indent=2))
     else:
         _print(checks, notes)
-    raise typer.Exit(0 if result["ok"] else 1)
+    if not result["ok"]:
+        fail(mismatch(it, result["problems"], result["checked"]))
+
+
+def mismatch(it: str, problems: list[dict], checked: int):
+    from tasks.errors import ReproduceMismatchError
+
+    shown = ", ".join(f"{p['path']} {p['status']}" for p in problems[:3]) + (", ..." if len(problems) > 3 else "")
+    return ReproduceMismatchError(f"iteration {it} did not reproduce: {len(problems)} of {checked} artifacts "
+                                  f"differ or are missing ({shown}).",
+                                  fix="the table (or --json) lists each artifact with its recorded and reproduced hash.")
 
 
 def _print(checks, notes) -> None:

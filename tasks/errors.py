@@ -40,3 +40,9 @@ class GateFailedError(FlywheelError):
     """The data gate blocked training; the iteration is recorded as failed and the parent kept."""
 
     exit_code = 4
+
+
+class ReproduceMismatchError(FlywheelError):
+    """A reproduced artifact differs from its recorded hash, or could not be fetched."""
+
+    exit_code = 1

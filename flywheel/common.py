@@ -1,0 +1,147 @@
+"""Helpers every command module shares: errors on the console, Prefect's settings, and which
+workspace a command acts on. Imports stay light, so refusals and `--help` stay fast."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+WorkspaceOpt = Annotated[Path | None, typer.Option(
+    "--workspace", "-w", help="Workspace folder. Default: $FLYWHEEL_WORKSPACE, else the workspace the current "
+    "folder is in, else data/workspaces/default in the code repo.")]
+
+
+def quiet_prefect() -> None:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the ephemeral API server can take longer than Prefect's 20 s default on a busy 2-core box
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("dvc").setLevel(logging.WARNING)
+
+
+class _NoWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno != logging.WARNING
+
+
+@contextmanager
+def dvc_warnings_off() -> Iterator[None]:
+    """Keep DVC's own warnings off the console, for commands that report the same facts themselves
+    (reproduce lists every artifact the remote could not provide). DVC's errors still show."""
+    import dvc  # noqa: F401 - importing dvc installs its console handlers
+
+    quiet = _NoWarnings()
+    handlers = list(logging.getLogger("dvc").handlers)
+    for h in handlers:
+        h.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(quiet)
+
+
+def fail(err: BaseException, log: Path | None = None) -> NoReturn:
+    """Report an error and exit. An expected failure (the FlywheelError family) is one `error:`
+    line and its exit code; anything else is a bug: its traceback, then the line, exit 1."""
+    from tasks.errors import FlywheelError
+
+    if isinstance(err, FlywheelError):
+        typer.secho(f"error: {err}", fg="red", err=True)
+        raise typer.Exit(err.exit_code)
+    typer.echo("".join(traceback.format_exception(err)).rstrip(), err=True)
+    where = f" The run's full log: {log}" if log else ""
+    typer.secho(f"error: unexpected {type(err).__name__}: {err} (a bug: please report it with the traceback "
+                f"above).{where}", fg="red", err=True)
+    raise typer.Exit(1)
+
+
+def echo_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def note(text: str) -> None:
+    """One line on stderr, so that --json output on stdout stays clean."""
+    typer.secho(f"note: {text}", fg="yellow", err=True)
+
+
+# --- which workspace ------------------------------------------------------------------------------
+
+def announce(target) -> None:
+    """Say which workspace is used, on stderr, whenever the user did not name it with -w."""
+    from tasks.workspace import ENV_VAR, find_enclosing_workspace
+
+    if target.explicit:
+        return
+    where = Path(os.path.abspath(target.root))
+    if target.source == "env":
+        here = find_enclosing_workspace(Path.cwd())
+        why = f"from {ENV_VAR}" + (f", not {here} where you are" if here and here.resolve() != where.resolve()
+                                   else "")
+    elif target.source == "cwd":
+        why = "the workspace you are in"
+    else:
+        why = f"the default; use -w DIR, set {ENV_VAR} or cd into a workspace for another"
+    typer.echo(f"workspace: {where} ({why})", err=True)
+
+
+def target_workspace(option: Path | None, *, under_dvc: bool = False):
+    """The workspace a command acts on (see tasks.workspace.resolve_target), checked to be complete;
+    announced when it was not named with -w. Creates nothing."""
+    from tasks.errors import WorkspaceError
+    from tasks.workspace import ENV_VAR, check_workspace, looks_like_workspace, resolve_target
+
+    target = resolve_target(option, under_dvc=under_dvc)
+    if target.source == "default" and not looks_like_workspace(target.root):
+        raise WorkspaceError(f"no workspace to use: no -w, no {ENV_VAR}, the current folder is not inside a "
+                             f"workspace, and the default workspace {target.root} does not exist yet.",
+                             fix="cd into a workspace, pass -w DIR, or create the default with `flywheel run`.")
+    root = check_workspace(target.root)
+    announce(target)
+    return type(target)(root, target.source)
+
+
+def audit_workspace(option: Path | None, *, reads_data: bool) -> Path:
+    """A workspace to read: nothing is locked, checked against a recipe, or created. With
+    `reads_data`, a clone with no data yet is refused, and missing outputs are named in a note."""
+    root = target_workspace(option).root
+    if reads_data:
+        from tasks.workspace import require_data
+
+        state = require_data(root, complete=False)
+        if state.missing:
+            note(f"{state.summary()}; answers cover what is here. Fix: run `dvc pull` in {root}.")
+    return root
+
+
+def run_workspace(option: Path | None, config: Path | None, *, create_default: bool):
+    """The workspace `run` and `serve` act on, created from the recipe when it does not exist yet:
+    one named by -w or FLYWHEEL_WORKSPACE, and the default one only when `create_default` (a
+    discovered one always exists). A new workspace's recipe is validated before anything is written."""
+    from tasks.layout import Layout
+    from tasks.workspace import DEFAULT_CONFIG, check_workspace, looks_like_workspace, resolve_target
+
+    target = resolve_target(option)
+    if looks_like_workspace(target.root) or (target.source == "default" and not create_default):
+        return Layout(target_workspace(option).root), False
+    from tasks.preflight import preflight
+    from tasks.recipe import load_recipe
+    from tasks.workspace import init_workspace
+
+    recipe = load_recipe(config or DEFAULT_CONFIG)
+    preflight(recipe, target.root)
+    announce(target)
+    typer.echo(f"Creating workspace {target.root}")
+    return init_workspace(target.root, recipe), True
