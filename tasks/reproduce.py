@@ -125,7 +125,7 @@ def hash_outputs(root: Path, names: list[str]) -> dict[tuple[str, str], tuple[st
 
 def pull(root: Path, targets: list[str] | None = None) -> list[str]:
     """Pull from the DVC remote; returns the paths the remote could not provide."""
-    from dvc.exceptions import CheckoutError, DvcException
+    from dvc.exceptions import CheckoutError, DownloadError, DvcException
 
     from tasks.versioning import _repo
 
@@ -133,11 +133,22 @@ def pull(root: Path, targets: list[str] | None = None) -> list[str]:
         try:
             repo.pull(targets=targets)
         except CheckoutError as err:
-            return sorted(str(p) for p in err.target_infos) if getattr(err, "target_infos", None) else [str(err)]
+            return _unavailable(err)
+        except DownloadError:
+            # An object under a directory output (one file of a model) is gone: DVC fails the fetch
+            # before any checkout, naming nothing. Checking out what did arrive names the outputs.
+            try:
+                repo.checkout(targets=targets)
+            except CheckoutError as err:
+                return _unavailable(err)
         except DvcException as err:
             raise WorkspaceError(f"dvc pull failed: {err}.", file=str(root),
                                  fix="check that the DVC remote is reachable and complete.") from None
     return []
+
+
+def _unavailable(err) -> list[str]:
+    return sorted(str(p) for p in err.target_infos) if getattr(err, "target_infos", None) else [str(err)]
 
 
 def input_targets(root: Path, names: list[str]) -> list[str]:

@@ -80,6 +80,26 @@ def test_artifact_missing_from_the_remote_is_reported(micro_workspace, tmp_path)
     assert [(p["path"], p["status"]) for p in report["problems"]] == [(gone["path"], "missing-from-remote")]
 
 
+def test_object_missing_inside_a_model_folder_is_reported(micro_workspace, tmp_path):
+    """One file of a directory output (a checkpoint's weights) gone from the remote: DVC fails the
+    whole fetch naming no output; the report must still name the checkpoint, and only it."""
+    remote = Path(dvc(micro_workspace, "remote", "list").split()[1])
+    thin = tmp_path / "remote"
+    shutil.copytree(remote, thin)
+    lock = yaml.safe_load((micro_workspace / "dvc.lock").read_text())["stages"]
+    tree = lock["train@0001"]["outs"][0]["md5"]
+    listing = json.loads((thin / "files" / "md5" / tree[:2] / tree[2:]).read_text())
+    weights = next(e["md5"] for e in listing if e["relpath"] == "model.safetensors")
+    (thin / "files" / "md5" / weights[:2] / weights[2:]).unlink()
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(micro_workspace), str(clone)], check=True)
+    dvc(clone, "remote", "modify", "--local", "origin", "url", str(thin))
+    proc = flywheel("reproduce", "1", "-w", str(clone), "--verify-only", "--json", check=False)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1 and not report["ok"]
+    assert [(p["path"], p["status"]) for p in report["problems"]] == [("models/0001", "missing-from-remote")]
+
+
 def test_package_drift_needs_explicit_consent(micro_workspace, tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(micro_workspace), str(clone)], check=True)
