@@ -256,8 +256,8 @@ def lock_written(ws: Path, ev: Event) -> bool:
 
 
 def dvc_cache_write(ws: Path, ev: Event) -> bool:
-    """`dvc commit` is copying an output into the cache."""
-    return ev.created and (ws / ".dvc" / "cache") in ev.path.parents
+    """`dvc commit` is copying an output into the cache (an object, not a run-cache entry)."""
+    return ev.created and (ws / ".dvc" / "cache" / "files") in ev.path.parents
 
 
 def dvc_rwlock(ws: Path, ev: Event) -> bool:
