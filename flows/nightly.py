@@ -24,6 +24,8 @@ def flywheel_flow(workspace: str, iterations: int | None = None) -> list[dict]:
     recipe = load_recipe(layout.recipe)
     count = iterations or recipe.run.iterations
     records = []
+    # `flywheel run` already holds the lock (taken before Prefect started), so this re-enters it; a
+    # run started by a deployment or `serve` takes it here, and is refused if another run holds it
     with workspace_lock(layout):
         repaired = recover(layout)
         if any(repaired.values()):
