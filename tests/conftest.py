@@ -91,10 +91,11 @@ def micro_recipe(tmp_path) -> Path:
     return write_recipe(tmp_path / "micro.yaml")
 
 
-def flywheel(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def flywheel(*args: str, cwd: Path | None = None, check: bool = True,
+             timeout: float = 900) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess, as a user would."""
     proc = subprocess.run([sys.executable, "-m", "flywheel", *args], cwd=cwd or ROOT, capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=timeout)
     if check and proc.returncode:
         raise AssertionError(f"flywheel {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
     return proc

@@ -54,11 +54,13 @@ def busy_run(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("shipped")
     recipe = shipped_small(base / "tiny-arith-small.yaml")
     load_model = build_tiny_llama(TinyLlamaInit(), 1, base / "load-model")
-    load = subprocess.Popen([sys.executable, "-m", "tests.support.machine_load", str(load_model), str(base), "1800"],
+    # at the lowest CPU and I/O priority: the machine is busy, but the suite's time stays bounded
+    load = subprocess.Popen(["nice", "-n", "19", "ionice", "-c", "3", sys.executable, "-m", "tests.support.machine_load",
+                             str(load_model), str(base), "1800"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         ws = base / "ws"
-        flywheel("run", "-w", str(ws), "-c", str(recipe))
+        flywheel("run", "-w", str(ws), "-c", str(recipe), timeout=2400)
     finally:
         os.killpg(load.pid, signal.SIGKILL)  # the load generator and its worker processes
         load.wait()
