@@ -196,18 +196,14 @@ def init_workspace(root: Path, recipe: Recipe) -> Layout:
     """Create the workspace: its own git + DVC repo, the pipeline, the resolved recipe, a local remote.
 
     Everything is validated before anything is written; a half-made workspace is removed."""
-    from tasks.atomic import write_json, write_text
     from tasks.numerics import resolve as resolve_numerics
-    from tasks.pipeline import write_iteration_vars
-    from tasks.provenance import code_revision, package_versions
-    from tasks.recipe import write_recipe
-    from tasks.versioning import commit_and_tag, init_repos
 
     root = Path(root)
     if is_workspace(root):
         raise WorkspaceError("already a flywheel workspace.", file=str(root),
                              fix="use `flywheel run --workspace` on it, or pick a new folder.")
-    if root.exists() and any(root.iterdir()):
+    if _in_use(root):
+        _refuse_if_being_created(root)
         raise WorkspaceError("folder exists and is not empty.", file=str(root), fix="pick a new or empty folder.")
     if _inside_git_repo(root.parent) and not _ignored_by_parent(root):
         raise WorkspaceError("folder lies inside another git repository's tracked tree.", file=str(root),
@@ -216,8 +212,36 @@ def init_workspace(root: Path, recipe: Recipe) -> Layout:
     recipe = resolve_backend(recipe)
     recipe = recipe.model_copy(update={"numerics": resolve_numerics(recipe.numerics)})  # 'auto' -> cores
     created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    # Two commands creating one workspace at once: the second is refused (exit 3) and never removes
+    # the folder the first is filling.
+    with workspace_lock(Layout(root.resolve())):
+        if is_workspace(root) or _in_use(root):
+            raise WorkspaceBusyError("another flywheel command created this workspace just now.", file=str(root),
+                                     fix="run your command again: it will use the new workspace.")
+        return _create(root, recipe, remote, created)
+
+
+def _in_use(root: Path) -> bool:
+    """Whether the folder holds anything but our state folder (which taking the lock creates)."""
+    return root.exists() and any(p.name != ".flywheel" for p in root.iterdir())
+
+
+def _refuse_if_being_created(root: Path) -> None:
+    """A workspace another command is creating right now holds the lock: say so (exit 3)."""
+    if (Layout(root).lock).is_file():
+        with workspace_lock(Layout(root.resolve())):
+            pass
+
+
+def _create(root: Path, recipe: Recipe, remote: str, created: bool) -> Layout:
+    from tasks.atomic import write_json, write_text
+    from tasks.pipeline import write_iteration_vars
+    from tasks.provenance import code_revision, package_versions
+    from tasks.recipe import write_recipe
+    from tasks.versioning import commit_and_tag, init_repos
+
     try:
-        root.mkdir(parents=True, exist_ok=True)
         layout = Layout(root.resolve())
         init_repos(layout.root, remote)
         if "://" not in remote:

@@ -77,3 +77,19 @@ def test_a_second_run_is_refused_and_readers_change_nothing(tmp_path, micro_work
     assert k.git(ws, "tag", "--list", "iter-*").split() == ["iter-0000", "iter-0001", "iter-0002"]
     # and after it: the readers see the finished iteration
     assert [r["iteration"] for r in json.loads(_cli("log", "--json", "-w", str(ws)).stdout)] == ["0000", "0001", "0002"]
+
+
+def test_two_commands_creating_one_workspace_at_once(tmp_path):
+    """The loser is refused with exit 3 and never removes (or half-initialises) the winner's folder."""
+    recipe = write_recipe(tmp_path / "micro.yaml")
+    for attempt in range(3):
+        ws = tmp_path / f"ws{attempt}"
+        procs = [subprocess.Popen([sys.executable, "-m", "flywheel", "init", str(ws), "-c", str(recipe)], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+        codes = sorted(rc for rc, _ in results)
+        assert codes == [0, 3], results
+        loser = next(err for rc, err in results if rc == 3).strip().splitlines()[-1]
+        assert loser.startswith("error: ") and "Fix:" in loser
+        assert k.git(ws, "log", "--format=%s").splitlines() == ["Initialise workspace micro"]
+        assert k.fsck_ok(ws)[0] and (ws / "flywheel.yaml").is_file() and (ws / ".dvc" / "config").is_file()
