@@ -179,3 +179,22 @@ def test_kills_at_seeded_random_moments_of_every_stage(tmp_path, micro_workspace
     kills = _campaign(ws, remote, recipe, timed_points("0002"), random.Random(seed), target=2)
     assert any(kill.landed for kill in kills)
     _finish_and_compare(ws, remote, recipe, micro_workspace, target=2)
+
+
+@pytest.mark.slow
+def test_exact_kills_with_a_process_per_stage(tmp_path, micro_workspace):
+    """The shipped default runs each stage in its own process: a kill must take those down too
+    (they share the run's process group) and leave nothing they were writing."""
+    import yaml
+
+    ws, remote = k.rewound_copy(micro_workspace, tmp_path, "iter-0001")
+    recipe_file = ws / "flywheel.yaml"
+    recipe = yaml.safe_load(recipe_file.read_text())
+    recipe.setdefault("numerics", {})["isolate_stages"] = True  # not a DVC param: hashes are unchanged
+    recipe_file.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    k.git(ws, "-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-q", "-am", "a process per stage")
+    kills = _campaign(ws, remote, write_recipe(tmp_path / "micro.yaml"), exact_points("0002"), random.Random(0),
+                      target=2)
+    assert all(kill.landed for kill in kills), [kill for kill in kills if not kill.landed]
+    assert yaml.safe_load((ws / "data/iterations/0002/params.yaml").read_text())["numerics"]["isolate_stages"] is True
+    _finish_and_compare(ws, remote, write_recipe(tmp_path / "micro.yaml"), micro_workspace, target=2)
