@@ -53,13 +53,14 @@ def run(workspace: WorkspaceOpt = None, config: ConfigOpt = None,
     try:
         from tasks.workspace import require_data, workspace_lock
 
-        layout, _ = run_workspace(workspace, config, create_default=True)
+        layout, created = run_workspace(workspace, config, create_default=True)  # a new one is checked first
         require_data(layout.root, complete=True)  # a clone before `dvc pull`: refused, nothing written
         with workspace_lock(layout):  # held for the whole run; the flow re-enters it
-            from tasks.preflight import preflight
-            from tasks.recipe import load_recipe
+            if not created:
+                from tasks.preflight import preflight
+                from tasks.recipe import load_recipe
 
-            preflight(load_recipe(layout.recipe), layout.root)
+                preflight(load_recipe(layout.recipe), layout.root)  # the recipe, inputs, remote, engine
             from flows.nightly import flywheel_flow  # Prefect starts only now
             from flywheel.runlog import run_log
             from tasks.iterations import load_records

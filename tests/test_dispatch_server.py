@@ -144,7 +144,8 @@ def test_a_crashed_worker_run_fails_the_stage_and_records_nothing(prefect_pool, 
     ws, run = _run_dispatched(env, tmp_path, "crashed", {"deployment": "flywheel-stage/cpu", "timeout_s": 600,
                                                           "job_variables": {"command": "false"}})
     assert run.returncode == 5, run.stderr[-3000:]
-    last = run.stderr.strip().splitlines()[-1]
+    [last] = run.stderr.splitlines()  # the whole of stderr: one line, no traceback
+    assert last.startswith("error: ") and "Traceback" not in run.stderr, run.stderr[-3000:]
     assert "train@0001" in last and "ended Crashed" in last and ".." not in last, run.stderr[-3000:]
     _nothing_recorded_after_warmup(ws)
 
@@ -159,7 +160,8 @@ def test_a_worker_that_never_starts_is_cancelled_after_the_timeout(prefect_pool,
     assert out.returncode == 0, out.stderr[-3000:]
     ws, run = _run_dispatched(env, tmp_path, "idle", {"deployment": "flywheel-stage/idle", "timeout_s": 3})
     assert run.returncode == 5, run.stderr[-3000:]
-    last = run.stderr.strip().splitlines()[-1]
+    [last] = run.stderr.splitlines()  # the whole of stderr: one line, no traceback
+    assert last.startswith("error: ") and "Traceback" not in run.stderr, run.stderr[-3000:]
     assert "did not finish within 3 s" in last and "dispatch.train.timeout_s" in last, run.stderr[-3000:]
     _nothing_recorded_after_warmup(ws)
     runs = _api(url, "/flow_runs/filter", {"flow_runs": {"name": {"any_": ["train@0001"]}},
