@@ -435,3 +435,20 @@ def rewound_copy(src: Path, dest: Path, tag: str) -> tuple[Path, Path]:
     prune_store(remote, keep)
     (ws / ".flywheel" / "progress.json").unlink(missing_ok=True)
     return ws, remote
+
+
+def unfinished_copy(src: Path, dest: Path, it: str, redo: list[str]) -> tuple[Path, Path]:
+    """Copy a finished workspace as if the run had died inside iteration `it`, before the stages
+    `redo` were recorded: untagged and uncommitted, those stages missing from dvc.lock, and the
+    remote without the iteration's objects. Resuming it runs only `redo` and the finish."""
+    tag = f"iter-{it}"
+    ws, remote = rewound_copy(src, dest, tag)
+    git(ws, "tag", "-d", tag)
+    git(ws, "reset", "-q", "--soft", "HEAD~1")
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())
+    for stage in redo:
+        del lock["stages"][f"{stage}@{it}"]
+    (ws / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    previous = f"iter-{int(it) - 1:04d}"
+    prune_store(remote, referenced_objects(ws, previous))
+    return ws, remote

@@ -37,6 +37,7 @@ def _recreated(remote: Path) -> None:
     remote.mkdir()  # an empty folder again: the rerun pushes everything the tags record
 
 
+STAGES = ("calibrate", "generate", "score", "select", "check", "train", "evaluate", "promote")
 FAULTS = {"unwritable": (_unwritable, _writable_again), "removed": (_removed, _recreated)}
 
 
@@ -47,7 +48,10 @@ def _error_line(ws: Path) -> str:
 
 
 def _fault_mid_run(tmp_path: Path, reference: Path, fault: str, at: str) -> None:
-    ws, remote = k.rewound_copy(reference, tmp_path, "iter-0001")
+    """Break the remote while the run is in stage `at` of iteration 2 (the stages before it were
+    recorded by an earlier, interrupted run, so the test computes only the rest)."""
+    redo = list(STAGES[STAGES.index(at.split("@")[0]):])
+    ws, remote = k.unfinished_copy(reference, tmp_path, "0002", redo)
     recipe = write_recipe(tmp_path / "micro.yaml")
     breaks, fix = FAULTS[fault]
     run = k.start_run(ws, recipe, 1)  # iteration 2
@@ -76,7 +80,7 @@ def _fault_mid_run(tmp_path: Path, reference: Path, fault: str, at: str) -> None
 
 def test_remote_removed_mid_run(tmp_path, micro_workspace):
     """A vanished local remote is an error, not silently made anew (a missing mount would be)."""
-    _fault_mid_run(tmp_path, micro_workspace, "removed", "train@0002")
+    _fault_mid_run(tmp_path, micro_workspace, "removed", "evaluate@0002")
 
 
 @pytest.mark.slow
