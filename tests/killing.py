@@ -104,6 +104,22 @@ class Watcher:
         os.close(self.fd)
 
 
+BOOTSTRAP_STEPS = ("prepare", "base", "warmup", "baseline", "reward")
+ITERATION_STEPS = ("calibrate", "generate", "score", "select", "check", "train", "evaluate", "promote")
+
+
+def step_rank(step: str | None) -> tuple[int, int]:
+    """Where a progress step comes in a run: (iteration, position); `finish@N` ends iteration N."""
+    if not step:
+        return (-1, -1)
+    name, _, it = step.partition("@")
+    if name == "finish":
+        return (int(it), 100)
+    if it:
+        return (int(it), ITERATION_STEPS.index(name))
+    return (0, BOOTSTRAP_STEPS.index(name)) if name in BOOTSTRAP_STEPS else (-1, -1)
+
+
 def read_step(ws: Path) -> str | None:
     try:
         return json.loads((ws / ".flywheel" / "progress.json").read_text())["step"]
@@ -174,6 +190,9 @@ def run_until(ws: Path, remote: Path, recipe: Path, point: KillPoint, rng: rando
     always stays in order."""
     ws.mkdir(parents=True, exist_ok=True)  # watched from the start, before `flywheel run` creates it
     iterations = max(target - finished_iterations(ws), 1)
+    it = point.step.partition("@")[2] or "0000"
+    if (ws / ".git").is_dir() and f"iter-{it}" in git(ws, "tag", "--list").split():
+        return Kill(point.name, False, "already past: its iteration is tagged")
     if point.hook:
         return _run_hooked(ws, remote, recipe, point, iterations, timeout)
     watcher = Watcher([ws, remote]) if remote.is_dir() else Watcher([ws])
@@ -191,7 +210,7 @@ def run_until(ws: Path, remote: Path, recipe: Path, point: KillPoint, rng: rando
             for ev in watcher.add_tree(remote) + watcher.events(wait):
                 if ev.path == progress or step is None:  # read only when it changed: kill latency
                     step = read_step(ws)
-                if reached and step != point.step:
+                if (reached and step != point.step) or step_rank(step) > step_rank(point.step):
                     return killed(False, f"missed; killed at {step}")
                 if step == point.step and not reached:
                     reached = True

@@ -61,8 +61,8 @@ def iteration_points(it: str, rng: random.Random) -> list[k.KillPoint]:
         P(f"parquet eval samples@{it}", f"evaluate@{it}", k.temp_of("eval_samples.parquet")),
         P(f"promotion json@{it}", f"promote@{it}", k.temp_of("promotion.json")),
         P(f"run record finish@{it}", f"finish@{it}", k.temp_of(f"{it}.json")),
-        P(f"dvc push finish@{it}", f"finish@{it}", k.remote_write, nth=rng.randint(1, 3)),
-        P(f"git index finish@{it}", f"finish@{it}", k.git_file("index.lock"), nth=rng.randint(1, 3)),
+        P(f"dvc push finish@{it}", f"finish@{it}", k.remote_write, nth=rng.randint(1, 4)),
+        P(f"git index finish@{it}", f"finish@{it}", k.git_file("index.lock"), nth=rng.randint(1, 2)),
         P(f"git branch ref finish@{it}", f"finish@{it}", k.git_file("refs/heads/main.lock")),
     ]
 
