@@ -42,9 +42,11 @@ FAULTS = {"unwritable": (_unwritable, _writable_again), "removed": (_removed, _r
 
 
 def _error_line(ws: Path) -> str:
-    lines = [ln for ln in (ws.parent / "runs.log").read_text().splitlines() if ln.startswith("error: ")]
-    assert lines, (ws.parent / "runs.log").read_text()[-4000:]
-    return lines[-1]
+    """The failed run's whole output (runs.log holds each run after a `===` header): one line."""
+    output = (ws.parent / "runs.log").read_text().rsplit("\n=== ", 1)[-1].splitlines()[1:]
+    lines = [ln for ln in output if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), output[-40:]
+    return lines[0]
 
 
 def _fault_mid_run(tmp_path: Path, reference: Path, fault: str, at: str) -> None:
