@@ -216,7 +216,7 @@ def test_mbpp_bad_input_is_one_clear_line(tmp_path, change, message):
 
 
 def test_mbpp_preset_recipe_is_valid():
-    recipe = load_recipe(ROOT / "configs" / "example-mbpp.yaml")
+    recipe = load_recipe(ROOT / "configs" / "mbpp-qwen.yaml")
     assert recipe.verifier.type == "unit_tests"
     assert isinstance(recipe.prompts.source, MBPPSource)
     assert recipe.generate.backend == "vllm" and recipe.generate.k == 8
