@@ -101,7 +101,7 @@ def target_workspace(option: Path | None, *, under_dvc: bool = False):
     """The workspace a command acts on (see tasks.workspace.resolve_target), checked to be complete;
     announced when it was not named with -w. Creates nothing."""
     from tasks.errors import WorkspaceError
-    from tasks.workspace import ENV_VAR, check_workspace, looks_like_workspace, resolve_target
+    from tasks.workspace import ENV_VAR, Target, check_workspace, looks_like_workspace, resolve_target
 
     target = resolve_target(option, under_dvc=under_dvc)
     if target.source == "default" and not looks_like_workspace(target.root):
@@ -110,7 +110,7 @@ def target_workspace(option: Path | None, *, under_dvc: bool = False):
                              fix="cd into a workspace, pass -w DIR, or create the default with `flywheel run`.")
     root = check_workspace(target.root)
     announce(target)
-    return type(target)(root, target.source)
+    return Target(root, target.source)
 
 
 def audit_workspace(option: Path | None, *, reads_data: bool) -> Path:
@@ -131,10 +131,11 @@ def run_workspace(option: Path | None, config: Path | None, *, create_default: b
     one named by -w or FLYWHEEL_WORKSPACE, and the default one only when `create_default` (a
     discovered one always exists). A new workspace's recipe is validated before anything is written."""
     from tasks.layout import Layout
-    from tasks.workspace import DEFAULT_CONFIG, check_workspace, looks_like_workspace, resolve_target
+    from tasks.workspace import DEFAULT_CONFIG, find_enclosing_workspace, looks_like_workspace, resolve_target
 
     target = resolve_target(option)
-    if looks_like_workspace(target.root) or (target.source == "default" and not create_default):
+    if looks_like_workspace(target.root) or (target.source == "default" and not create_default) \
+            or find_enclosing_workspace(target.root) is not None:  # never a workspace inside a workspace
         return Layout(target_workspace(option).root), False
     from tasks.preflight import preflight
     from tasks.recipe import load_recipe

@@ -124,13 +124,13 @@ def check_workspace(root: Path) -> Path:
         if problem is None:
             return root.resolve()
         raise _incomplete(root, problem)
-    if not root.exists():
-        raise WorkspaceError("no such folder.", file=str(root),
-                             fix="check the path, or create a workspace with `flywheel init DIR --config RECIPE`.")
     enclosing = find_enclosing_workspace(root.parent) if root.parent != root else None
     if enclosing is not None:
         raise WorkspaceError(f"not a flywheel workspace; it lies inside the workspace {enclosing}.", file=str(root),
                              fix=f"pass -w {enclosing}, or run the command from anywhere inside it without -w.")
+    if not root.exists():
+        raise WorkspaceError("no such folder.", file=str(root),
+                             fix="check the path, or create a workspace with `flywheel init DIR --config RECIPE`.")
     raise WorkspaceError("not a flywheel workspace.", file=str(root),
                          fix="create one with `flywheel init DIR --config configs/tiny-arith.yaml`.")
 

@@ -189,9 +189,12 @@ def test_a_partial_copy_of_a_workspace_is_refused_not_passed_over(tmp_path, micr
 
 
 def test_a_subfolder_named_with_w_points_at_its_workspace(micro_workspace, tmp_path, monkeypatch):
-    result = invoke(["log", "-w", str(micro_workspace / "records")], tmp_path, monkeypatch)
-    assert result.exit_code == 2
-    assert f"lies inside the workspace {micro_workspace}" in one_error_line(result)
+    for args in (["log"], ["run"], ["run", "-c", "configs/tiny-arith.yaml"]):
+        for sub in ("records", "data/new"):  # an existing folder, and one `run` would otherwise create
+            result = invoke([*args, "-w", str(micro_workspace / sub)], tmp_path, monkeypatch)
+            assert result.exit_code == 2, (args, sub, result.stderr)
+            assert f"lies inside the workspace {micro_workspace}" in one_error_line(result)
+    assert not (micro_workspace / "data" / "new").exists()
 
 
 def test_a_clone_without_data_is_refused_where_data_is_needed(micro_workspace, tmp_path, monkeypatch):
