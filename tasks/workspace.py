@@ -177,7 +177,7 @@ def data_state(root: Path) -> DataState:
     return DataState(recorded, tuple(p for p in recorded if not (root / p).exists()))
 
 
-NO_DATA_FIX = "run `dvc pull` inside it (it fetches the recorded files from the DVC remote)."
+NO_DATA_FIX = "`dvc pull`, run inside the workspace, fetches the recorded files from its DVC remote."
 
 
 def require_data(root: Path, *, complete: bool) -> DataState:
@@ -186,7 +186,7 @@ def require_data(root: Path, *, complete: bool) -> DataState:
     if state.none_here:
         raise WorkspaceError("this clone has no data yet: run `dvc pull`.", file=str(root), fix=NO_DATA_FIX)
     if complete and state.missing:
-        raise WorkspaceError(f"{state.summary()}.", file=str(root), fix=NO_DATA_FIX)
+        raise WorkspaceError(f"{state.summary()}: run `dvc pull`.", file=str(root), fix=NO_DATA_FIX)
     return state
 
 
