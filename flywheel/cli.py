@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from flywheel.common import WorkspaceOpt, audit_workspace, echo_json, fail, quiet_prefect, run_workspace
-from flywheel.common import target_workspace
+from flywheel.common import WorkspaceOpt, audit_workspace, echo_json, fail, prefect_did_not_start, quiet_prefect
+from flywheel.common import run_workspace, target_workspace
 
 app = typer.Typer(
     help="Nightly self-improvement for reasoning models: sample, verify, select, fine-tune, evaluate, "
@@ -69,7 +69,7 @@ def run(workspace: WorkspaceOpt = None, config: ConfigOpt = None,
                 flywheel_flow(str(layout.root), iterations)
         _print_status(load_records(layout))
     except Exception as err:  # noqa: BLE001
-        fail(err, log)
+        fail(prefect_did_not_start(err) or err, log)
 
 
 @app.command()

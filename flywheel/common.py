@@ -68,6 +68,20 @@ def fail(err: BaseException, log: Path | None = None) -> NoReturn:
     raise typer.Exit(1)
 
 
+def prefect_did_not_start(err: BaseException):
+    """Prefect's ephemeral API not starting (a loaded machine, a broken PREFECT_HOME) is not a bug
+    of ours: a one-line error naming the setting, or None for any other exception."""
+    from tasks.errors import FlywheelError
+
+    if not (isinstance(err, RuntimeError) and "ephemeral Prefect API server" in str(err)):
+        return None
+    limit = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "?")
+    return FlywheelError(f"Prefect's temporary API server did not start ({str(err).strip()}).",
+                         field="PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
+                         fix=f"raise it (now {limit} s) on a busy machine, or start a server with "
+                             "`prefect server start` and set PREFECT_API_URL.")
+
+
 def echo_json(data: object) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 

@@ -251,8 +251,6 @@ def _create(root: Path, recipe: Recipe, remote: str, created: bool) -> Layout:
         write_iteration_vars(layout, {})
         write_text(layout.root / ".gitignore", WORKSPACE_GITIGNORE)
         write_json(layout.records / "workspace.json", {"code": code_revision(), "packages": package_versions()})
-        layout.state_dir.mkdir(exist_ok=True)
-        layout.lock.touch()  # so that taking the lock later adds no file
         commit_and_tag(layout.root, f"Initialise workspace {recipe.run.name}")
     except BaseException:
         if created:

@@ -30,8 +30,18 @@ CLI = ("import json, sys\nsys.argv[0] = 'flywheel'\nfrom flywheel.cli import mai
        "finally:\n    print(json.dumps({'prefect_imported': 'prefect' in sys.modules}))")
 
 
-def flywheel(*args: str, cwd: Path = ROOT, code: str = CLI) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+def flywheel(*args: str, cwd: Path = ROOT, code: str = CLI, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=900,
+                          env=env)
+
+
+@pytest.fixture(scope="module")
+def own_prefect(tmp_path_factory) -> dict:
+    """An environment whose ephemeral Prefect API has a database of its own, shared by this module's
+    runs only: two ephemeral servers on one SQLite file (a run's and the test process's) have lost
+    a just-created flow run. Creating the database is slow on a loaded machine, hence the timeout."""
+    return {**os.environ, "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home")),
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600"}
 
 
 def prefect_imported(proc: subprocess.CompletedProcess) -> bool:
@@ -182,8 +192,8 @@ flows.nightly.flywheel_flow = fake_flywheel_flow
 """ + CLI
 
 
-def test_an_expected_failure_inside_a_flow_is_one_line_and_its_traceback_is_logged(workspace):
-    proc = flywheel("dispatch", "run", "-w", str(workspace.root), code=FAKE_FLOW)
+def test_an_expected_failure_inside_a_flow_is_one_line_and_its_traceback_is_logged(workspace, own_prefect):
+    proc = flywheel("dispatch", "run", "-w", str(workspace.root), code=FAKE_FLOW, env=own_prefect)
     assert proc.returncode == 5, proc.stderr[-3000:]
     assert "the worker run calm-fox ended Crashed" in only_error_line(proc)
     assert (workspace.root / "held.txt").read_text() == "True"  # the stage ran under the CLI's lock
@@ -194,8 +204,8 @@ def test_an_expected_failure_inside_a_flow_is_one_line_and_its_traceback_is_logg
     assert text.count("Encountered exception during execution") == 2  # the iteration subflow and the run
 
 
-def test_a_bug_prints_its_traceback_and_the_log_files_path(workspace):
-    proc = flywheel("bug", "run", "-w", str(workspace.root), code=FAKE_FLOW)
+def test_a_bug_prints_its_traceback_and_the_log_files_path(workspace, own_prefect):
+    proc = flywheel("bug", "run", "-w", str(workspace.root), code=FAKE_FLOW, env=own_prefect)
     assert proc.returncode == 1
     [log] = (workspace.state_dir / "logs").glob("*-run-*.log")
     lines = proc.stderr.splitlines()
@@ -227,3 +237,14 @@ def test_a_reproduction_mismatch_is_one_line_after_the_table(micro_workspace, tm
     # DVC refuses an object whose hash is wrong, so the tampered file counts as missing from the remote
     assert "(data/iterations/0002/selected.parquet missing-from-remote)" in line
     assert proc.stdout.lstrip().startswith("reproduction")  # the table is still printed, on stdout
+
+
+def test_prefect_not_starting_is_an_expected_failure_not_a_bug(monkeypatch):
+    from flywheel.common import prefect_did_not_start
+
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    err = prefect_did_not_start(RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server."))
+    assert err is not None and err.exit_code == 2
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in str(err) and "(now 120 s)" in str(err)
+    assert prefect_did_not_start(RuntimeError("a bug in a stage")) is None
+    assert prefect_did_not_start(ValueError("ephemeral Prefect API server")) is None
