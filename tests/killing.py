@@ -249,8 +249,11 @@ def leftovers(ws: Path, remote: Path) -> list[str]:
         for dirpath, dirnames, files in os.walk(top):
             in_git = "/.git" in dirpath
             for name in dirnames + files:
+                path = Path(dirpath) / name
                 if TEMP_NAME.search(name) or (in_git and LOCK_NAME.search(name)):
-                    out.append(str((Path(dirpath) / name).relative_to(ws.parent)))
+                    out.append(str(path.relative_to(ws.parent)))
+                elif OBJECT_NAME.match(name) and "/files/md5/" in dirpath and path.stat().st_size == 0:
+                    out.append(f"empty object {path.relative_to(ws.parent)}")  # DVC's reflink try
     return sorted(out)
 
 
@@ -318,11 +321,14 @@ def remote_objects(remote: Path) -> tuple[dict[str, Path], list[str]]:
     return objects, other
 
 
-def bad_remote_objects(remote: Path) -> list[str]:
+def bad_remote_objects(remote: Path, unfinished_too: bool = False) -> list[str]:
     """Objects whose bytes do not hash to their name: a half-written push. (A `.dir` object's name
-    is the md5 of its JSON listing, so it is checked the same way.)"""
+    is the md5 of its JSON listing, so it is checked the same way.) DVC makes an object read-only
+    once it is complete and re-hashes a writable one before trusting it, so a writable object is
+    an upload still in progress; it counts only with `unfinished_too` (after a run has ended)."""
     objects, _ = remote_objects(remote)
-    return sorted(h for h, path in objects.items() if md5_of(path) != h.removesuffix(".dir"))
+    return sorted(h for h, path in objects.items() if (unfinished_too or not path.stat().st_mode & 0o222)
+                  and md5_of(path) != h.removesuffix(".dir"))
 
 
 def git(ws: Path, *args: str) -> str:
@@ -354,10 +360,12 @@ def tagged_problems(ws: Path, remote: Path) -> list[str]:
                 md5 = out.get("md5")
                 if md5 and md5 not in objects and not _git_tracked(ws, tag, out["path"]):
                     problems.append(f"{tag}: {name} output {out['path']} ({md5}) is not in the remote")
+                elif md5 in objects and md5_of(objects[md5]) != md5.removesuffix(".dir"):
+                    problems.append(f"{tag}: {name} output {out['path']} is corrupt in the remote")
                 elif md5 and md5.endswith(".dir") and md5 in objects:
                     listing = json.loads(objects[md5].read_text())
-                    problems += [f"{tag}: {out['path']}/{e['relpath']} is not in the remote" for e in listing
-                                 if e["md5"] not in objects]
+                    problems += [f"{tag}: {out['path']}/{e['relpath']} is not in the remote (or corrupt)"
+                                 for e in listing if e["md5"] not in objects or md5_of(objects[e["md5"]]) != e["md5"]]
     return problems
 
 
@@ -398,10 +406,11 @@ def resume(ws: Path, recipe: Path, target: int, timeout: float = 900) -> subproc
     return proc
 
 
-def problems_now(ws: Path, remote: Path) -> list[str]:
-    """Invariants that must hold after every kill: nothing half-written is tagged or pushed."""
+def problems_now(ws: Path, remote: Path, final: bool = False) -> list[str]:
+    """Invariants that must hold after every kill: nothing half-written is tagged or pushed. Once a
+    run has ended (`final`), not even an unfinished upload may be left in the remote."""
     out = tagged_problems(ws, remote) if (ws / ".git").is_dir() else []
-    out += [f"remote object {h} does not hash to its name" for h in bad_remote_objects(remote)]
+    out += [f"remote object {h} does not hash to its name" for h in bad_remote_objects(remote, final)]
     if (ws / ".git").is_dir():
         ok, err = fsck_ok(ws)
         if not ok:

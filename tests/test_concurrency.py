@@ -73,7 +73,7 @@ def test_a_second_run_is_refused_and_readers_change_nothing(tmp_path, micro_work
     expected, got = k.lock_outs(micro_workspace), k.lock_outs(ws)
     assert {n: got.get(n) for n in expected} == expected
     assert k.git(ws, "status", "--porcelain") == "" and "up to date" in k.dvc_status(ws)
-    assert k.problems_now(ws, remote) == []
+    assert k.problems_now(ws, remote, final=True) == []
     assert k.git(ws, "tag", "--list", "iter-*").split() == ["iter-0000", "iter-0001", "iter-0002"]
     # and after it: the readers see the finished iteration
     assert [r["iteration"] for r in json.loads(_cli("log", "--json", "-w", str(ws)).stdout)] == ["0000", "0001", "0002"]

@@ -128,7 +128,8 @@ def _finish_and_compare(ws: Path, remote: Path, recipe: Path, reference: Path, t
     its = {f"{i:04d}" for i in range(target + 1)}
     expected = {n: v for n, v in expected.items() if "@" not in n or n.split("@")[1] in its}
     assert {n: got.get(n) for n in expected} == expected, "resumed hashes differ from the uninterrupted run"
-    assert k.problems_now(ws, remote) == []
+    assert k.problems_now(ws, remote, final=True) == []
+    assert k.bad_remote_objects(ws / ".dvc" / "cache", unfinished_too=True) == [], "a corrupt object in the cache"
     assert k.git(ws, "status", "--porcelain") == ""
     assert "up to date" in k.dvc_status(ws)
     assert "in sync" in k.dvc_status(ws, "-c"), "the remote lacks something dvc.lock records"
@@ -168,6 +169,8 @@ def test_exact_kills_in_iteration_two_including_rare_states(tmp_path, micro_work
     points = sorted(points, key=lambda p: STEP_ORDER.index(p.step.split("@")[0]))
     kills = _campaign(ws, remote, recipe, points, random.Random(0), target=2)
     assert all(kill.landed for kill in kills), [kill for kill in kills if not kill.landed]
+    reflinks = [kill for kill in kills if "reflink" in kill.point]
+    assert all(any(p.startswith("empty object") for p in kill.left) for kill in reflinks), reflinks
     _finish_and_compare(ws, remote, recipe, micro_workspace, target=2)
 
 
