@@ -5,6 +5,9 @@ consumer loads: the HF backend, vLLM, evaluation, the next iteration) and the ad
 `adapter/`, whose base is recorded relative to the folder so the output hashes the same wherever
 the workspace lives. Any PEFT adapter folder (adapter_config.json, no config.json) is also
 accepted as a policy: it is loaded onto its base.
+
+This module knows the folder format only; loading is tasks.modeling's, saving a training run's
+output tasks.sft_setup's, so that neither imports the other in a circle.
 """
 
 from __future__ import annotations
@@ -36,22 +39,7 @@ def adapter_base(path: str | Path) -> str:
     return ref
 
 
-def load_adapter_model(path: str | Path, dtype: str = "float32"):
-    """The adapter's base with the adapter merged in: a plain transformers model (on CPU)."""
-    return merge_adapter(Path(path), adapter_base(path), dtype)
-
-
-def save_lora_output(peft_model, tokenizer, init_model: str | Path, final_dir: Path, tmp_dir: Path) -> None:
-    """Write the adapter to `tmp_dir/adapter` and the merged fp32 model to `tmp_dir` (renamed to `final_dir`)."""
-    adapter_dir = tmp_dir / ADAPTER_DIR
-    peft_model.save_pretrained(adapter_dir)
-    # merge into a freshly loaded full-precision base: exact for LoRA, and the only way for a quantized base
-    merge_adapter(adapter_dir, str(init_model)).save_pretrained(tmp_dir)
-    tokenizer.save_pretrained(tmp_dir)
-    _make_portable(adapter_dir, init_model, final_dir / ADAPTER_DIR)
-
-
-def _make_portable(adapter_dir: Path, init_model: str | Path, final_adapter_dir: Path) -> None:
+def make_portable(adapter_dir: Path, init_model: str | Path, final_adapter_dir: Path) -> None:
     """Same bytes wherever the workspace lives and whatever the hash seed: the base as a relative path,
     module lists sorted (PEFT keeps them as sets), and no generated model card (it names the absolute path)."""
     cfg = adapter_config(adapter_dir)
@@ -65,10 +53,8 @@ def _make_portable(adapter_dir: Path, init_model: str | Path, final_adapter_dir:
     (adapter_dir / "README.md").unlink(missing_ok=True)
 
 
-def merge_adapter(adapter_dir: Path, base: str, dtype: str = "float32"):
+def merge_adapter(adapter_dir: str | Path, base_model):
+    """`base_model` (a loaded transformers model) with the adapter in `adapter_dir` merged in."""
     from peft import PeftModel
 
-    from tasks.modeling import load_causal_lm
-
-    model = load_causal_lm(base, dtype=dtype, device="cpu")
-    return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    return PeftModel.from_pretrained(base_model, str(adapter_dir)).merge_and_unload()

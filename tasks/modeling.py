@@ -56,12 +56,13 @@ def load_causal_lm(ref: str | Path, revision: str | None = None, dtype: str = "a
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tasks.adapters import is_adapter_dir, load_adapter_model
+    from tasks.adapters import adapter_base, is_adapter_dir, merge_adapter
 
     _quiet_loading()
     if is_adapter_dir(ref):  # a LoRA adapter folder: its base with the adapter merged in
-        return load_adapter_model(resolve_model_ref(ref), "float32" if dtype == "auto" else dtype).to(
-            device or pick_device())
+        adapter = resolve_model_ref(ref)
+        base = load_causal_lm(adapter_base(adapter), dtype="float32" if dtype == "auto" else dtype, device="cpu")
+        return merge_adapter(adapter, base).to(device or pick_device())
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     model = AutoModelForCausalLM.from_pretrained(resolve_model_ref(ref), revision=revision, dtype=torch_dtype)
     return model.to(device or pick_device())

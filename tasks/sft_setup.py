@@ -118,3 +118,17 @@ def trainer_class(fused_loss: bool):
                                         num_items_in_batch=num_items_in_batch)
 
     return StandardLossSFTTrainer
+
+
+def save_lora_output(peft_model, tokenizer, init_model: str | Path, final_dir: Path, tmp_dir: Path) -> None:
+    """Write the adapter to `tmp_dir/adapter` and the merged fp32 model to `tmp_dir` (renamed to `final_dir`)."""
+    from tasks.adapters import ADAPTER_DIR, make_portable, merge_adapter
+    from tasks.modeling import load_causal_lm
+
+    adapter_dir = tmp_dir / ADAPTER_DIR
+    peft_model.save_pretrained(adapter_dir)
+    # merge into a freshly loaded full-precision base: exact for LoRA, and the only way for a quantized base
+    merged = merge_adapter(adapter_dir, load_causal_lm(str(init_model), dtype="float32", device="cpu"))
+    merged.save_pretrained(tmp_dir)
+    tokenizer.save_pretrained(tmp_dir)
+    make_portable(adapter_dir, init_model, final_dir / ADAPTER_DIR)

@@ -131,7 +131,7 @@ def sft(init_model: str | Path, examples: pl.DataFrame, cfg: TrainConfig, seed: 
 
 
 def _save(trainer, tokenizer, init_model: str | Path, cfg: TrainConfig, out_dir: Path) -> None:
-    from tasks.adapters import save_lora_output
+    from tasks.sft_setup import save_lora_output
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     with atomic_dir(out_dir) as tmp:
