@@ -69,17 +69,3 @@ def resolve_backend_name(name: str) -> str:
     chosen = "vllm" if vllm_usable() else "hf"
     log.info("generation backend: %s (auto; vLLM %s)", chosen, "available" if chosen == "vllm" else "not installed")
     return chosen
-
-
-def make_backend(cfg, model_ref: str, seed: int = 0) -> GenerationBackend:
-    """The backend a GenerateConfig asks for, loaded with `model_ref` (folder or Hub id)."""
-    name = resolve_backend_name(cfg.backend)
-    if name == "hf":
-        from tasks.backends.hf import HFBackend
-
-        return HFBackend(model_ref, batch_size=cfg.batch_size)
-    if name == "vllm":
-        from tasks.backends.engine_cache import shared_engine
-
-        return shared_engine(model_ref, cfg.vllm, seed)
-    raise ValueError(f"unknown backend {name!r}")
