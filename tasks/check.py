@@ -13,14 +13,28 @@ from tasks.schema import SAMPLES
 
 
 def compute_metrics(scored: pl.DataFrame, selected: pl.DataFrame, baseline_scored: pl.DataFrame, choice: dict,
-                    recipe: Recipe) -> dict:
+                    recipe: Recipe, prompts: pl.DataFrame | None = None) -> dict:
     """All exploration, exploitation, balance and collapse metrics; drift is against the workspace's
-    first iteration (samples of the iteration-0 model)."""
+    first iteration (samples of the iteration-0 model). With majority vote, the pseudo-label monitor too."""
     kw = {"k": recipe.generate.k, "n_star": recipe.calibrate.n_star, "threshold": choice["threshold"]}
     baseline = iteration_metrics(baseline_scored, None, **kw)
     metrics = iteration_metrics(scored, selected, baseline=baseline, hard_prompt_ids=hard_prompts(baseline_scored),
                                 **kw)
-    return metrics | {"temperature": choice["temperature"], "threshold": choice["threshold"]}
+    metrics |= {"temperature": choice["temperature"], "threshold": choice["threshold"]}
+    if recipe.verifier.type == "majority_vote" and prompts is not None:
+        metrics |= vote_monitor(scored, baseline_scored, prompts, recipe)
+    return metrics
+
+
+def vote_monitor(scored: pl.DataFrame, baseline_scored: pl.DataFrame, prompts: pl.DataFrame, recipe: Recipe) -> dict:
+    """Pseudo-label coverage, agreement and accuracy (against gold, where it exists), and how the accuracy
+    moved since the workspace's first iteration. Reported only: selection never sees gold."""
+    from tasks.majority_vote import pseudo_label_metrics
+
+    now = pseudo_label_metrics(scored, prompts, recipe.verifier.vote)
+    first = pseudo_label_metrics(baseline_scored, prompts, recipe.verifier.vote)["pseudo_label_accuracy"]
+    acc = now["pseudo_label_accuracy"]
+    return now | {"pseudo_label_accuracy_change": None if acc is None or first is None else round(acc - first, 6)}
 
 
 def check(scored_path: Path, selected_path: Path, prompts_path: Path, baseline_scored_path: Path, choice: dict,
@@ -34,7 +48,7 @@ def check(scored_path: Path, selected_path: Path, prompts_path: Path, baseline_s
     prompts = pl.read_parquet(prompts_path)
     scored = pl.read_parquet(scored_path)
     selected = pl.read_parquet(selected_path)
-    metrics = compute_metrics(scored, selected, pl.read_parquet(baseline_scored_path), choice, recipe)
+    metrics = compute_metrics(scored, selected, pl.read_parquet(baseline_scored_path), choice, recipe, prompts)
     samples = scored.select(list(SAMPLES.columns))
     test_ids = prompts.filter(pl.col("split") == "test")["prompt_id"].to_list()
     result = validate_tables(tables={"prompts": prompts, "samples": samples, "scored": scored, "selected": selected},

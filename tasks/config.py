@@ -108,12 +108,33 @@ class SandboxLimits(_Model):
         return self
 
 
+class VoteConfig(_Model):
+    """Majority vote (verifier `majority_vote`): the pseudo-label of a prompt is the most common answer
+    among its K samples, as in LMSI. Selection never reads gold; gold only feeds the accuracy monitor."""
+
+    extractor: Literal["number", "math_verify"] = Field(
+        "number", description="what makes two answers equal: the number after 'Answer:' (arithmetic), or "
+                              "math-verify's symbolic equivalence (math)")
+    min_agreement: float = Field(
+        0.5, ge=0, le=1, description="share of a prompt's K samples the winning answer needs; below it the "
+                                     "prompt gets no pseudo-label and gives no training data")
+    evaluate_with: Literal["arith_chain", "answer_match", "math_verify"] = Field(
+        "arith_chain", description="the gold verifier of held-out evaluation (pass@1 stays comparable with a "
+                                   "labelled run); never used for selection")
+
+
 class VerifierConfig(_Model):
-    type: Literal["arith_chain", "answer_match", "unit_tests", "math_verify"] = Field(
+    type: Literal["arith_chain", "answer_match", "unit_tests", "math_verify", "majority_vote"] = Field(
         "arith_chain", description="arith_chain also checks every equation of the chain; unit_tests runs "
                                    "the prompt's tests against the sample's code in a sandbox; math_verify "
-                                   "compares final answers symbolically (math-verify)")
+                                   "compares final answers symbolically (math-verify); majority_vote needs "
+                                   "no gold: a sample is correct when it agrees with its prompt's vote")
     sandbox: SandboxLimits = Field(SandboxLimits(), description="limits per run (unit_tests only)")
+    vote: VoteConfig = Field(VoteConfig(), description="majority_vote settings")
+
+    def for_evaluation(self) -> VerifierConfig:
+        """The verifier held-out evaluation uses: gold-based, so majority_vote hands over to evaluate_with."""
+        return self.model_copy(update={"type": self.vote.evaluate_with}) if self.type == "majority_vote" else self
 
 
 class RewardConfig(_Model):
@@ -159,6 +180,11 @@ class CheckConfig(_Model):
     min_distinct_correct_ratio: float = Field(0.0, ge=0, le=1, description="collapse guard")
     min_balance_score: float = Field(0.0, ge=0, le=1)
     max_repetition_rate: float = Field(0.9, ge=0, le=1, description="repeated n-grams inside samples")
+    min_pseudo_label_coverage: float = Field(
+        0.0, ge=0, le=1, description="majority_vote: share of pool prompts whose vote reached min_agreement")
+    min_pseudo_label_agreement: float = Field(
+        0.0, ge=0, le=1, description="majority_vote: mean share of K agreeing with the pseudo-label, over "
+                                     "labelled prompts")
     min_text_chars: int = Field(0, ge=0, description="shortest allowed sample text")
     max_text_chars: int = Field(20_000, ge=1)
     data_docs: bool = Field(True, description="write Great Expectations Data Docs (HTML) per validation")

@@ -24,7 +24,7 @@ def evaluate(model_dir: Path, prompts_path: Path, gen: GenerateConfig, cfg: Eval
                              iteration=iteration, desc=f"evaluate {iteration} pass@{cfg.k}", pass_name="eval-sampled")
     # sampled rows come after the greedy one, so sample_idx stays unique per prompt
     sampled = sampled.with_columns(pl.col("sample_idx") + 1)
-    scored = score_table(pl.concat([greedy, sampled]), test, verifier)
+    scored = score_table(pl.concat([greedy, sampled]), test, verifier.for_evaluation())  # always against gold
     write_table(scored, out_samples, SCORED)
     g = scored.filter(pl.col("pass_name") == "eval-greedy")
     s = summarise(scored.filter(pl.col("pass_name") == "eval-sampled"), cfg.k)

@@ -217,10 +217,20 @@ def metrics_checks(cfg: CheckConfig) -> dict[str, tuple[float | None, float | No
     }
 
 
+def vote_checks(cfg: CheckConfig) -> dict[str, tuple[float | None, float | None, str | None]]:
+    """Metrics of a majority-vote iteration (present only then) -> (min, max, CheckConfig field)."""
+    return {
+        "pseudo_label_coverage": (cfg.min_pseudo_label_coverage, 1.0, "min_pseudo_label_coverage"),
+        "pseudo_label_agreement": (cfg.min_pseudo_label_agreement, 1.0, "min_pseudo_label_agreement"),
+    }
+
+
 def metrics_batch(metrics: dict, cfg: CheckConfig) -> Batch:
     """The metrics dict as a one-row frame: required keys, numeric types, no NaN, thresholds."""
     gxe = _gx()
     checks = metrics_checks(cfg)
+    if "pseudo_label_coverage" in metrics:  # a majority-vote iteration: its gate bounds too
+        checks |= vote_checks(cfg)
     scalars = {k: v for k, v in metrics.items() if v is None or isinstance(v, (numbers.Number, str))}
     frame = pd.DataFrame({k: [v] for k, v in scalars.items()})
     exps: list[Any] = [gxe.ExpectTableColumnsToMatchSet(column_set=list(checks), exact_match=False)]

@@ -80,6 +80,13 @@ def judge_in_child(golds: list[str], texts: list[str], pairs: list[tuple[int, in
     return out["extracted"], out["correct"]
 
 
+def run_judge(golds: list[str], texts: list[str], pairs: list[tuple[int, int]],
+              timeout_s: tuple[int, int] = (PARSE_TIMEOUT_S, VERIFY_TIMEOUT_S)) -> tuple[list, list[bool]]:
+    """`judge` here in the main thread, else in a child process (where its timeouts work)."""
+    run = judge if threading.current_thread() is threading.main_thread() else judge_in_child
+    return run(golds, texts, pairs, timeout_s)
+
+
 class MathVerifier:
     """Correct when math-verify finds the sample's final answer equivalent to the gold answer."""
 
@@ -100,8 +107,7 @@ class MathVerifier:
                  .join(gold_idx, on="_gold", maintain_order="left")
                  .join(text_idx, on="text", maintain_order="left"))
         args = (golds.to_list(), texts.to_list(), [tuple(p) for p in pairs.select("_g", "_t").iter_rows()])
-        run = judge if threading.current_thread() is threading.main_thread() else judge_in_child
-        extracted, correct = run(*args, self.timeouts)
+        extracted, correct = run_judge(*args, self.timeouts)
         text_idx = text_idx.with_columns(extracted_answer=pl.Series(extracted, dtype=pl.String))
         pairs = pairs.with_columns(correct=pl.Series(correct, dtype=pl.Boolean)).select("_gold", "text", "correct")
         return (rows.join(text_idx.drop("_t"), on="text", how="left", maintain_order="left")

@@ -100,6 +100,10 @@ class ArithChainVerifier(AnswerMatchVerifier):
 VERIFIERS: dict[str, type] = {"answer_match": AnswerMatchVerifier, "arith_chain": ArithChainVerifier,
                               "unit_tests": CodeTestsVerifier, "math_verify": MathVerifier}
 
+from tasks.majority_vote import MajorityVoteVerifier  # noqa: E402 - it builds on the verifiers above
+
+VERIFIERS["majority_vote"] = MajorityVoteVerifier
+
 
 def make_verifier(name: str, config: VerifierConfig | None = None) -> Verifier:
     """A verifier by name; one with settings (e.g. unit_tests' sandbox limits) reads them from `config`."""

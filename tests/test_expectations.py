@@ -211,3 +211,15 @@ def test_missing_column_and_unknown_table(clean):
     assert not any("could not run" in f for f in out["failures"]), out["failures"]
     with pytest.raises(ValueError, match="calibration"):
         run({"calibration": pl.DataFrame()}, None, test_ids)
+
+
+def test_pseudo_label_coverage_and_agreement_are_gated_only_when_voting(clean):
+    tables, metrics, test_ids = clean
+    vote = {"pseudo_label_coverage": 0.2, "pseudo_label_agreement": 0.55, "pseudo_label_accuracy": None}
+    strict = {"min_pseudo_label_coverage": 0.5, "min_pseudo_label_agreement": 0.7}
+    out = run({"selected": tables["selected"]}, metrics | vote, test_ids, **strict)
+    has(out, "metrics:", "pseudo_label_coverage 0.2 < min_pseudo_label_coverage 0.5")
+    has(out, "metrics:", "pseudo_label_agreement 0.55 < min_pseudo_label_agreement 0.7")
+    assert run({"selected": tables["selected"]}, metrics | vote, test_ids)["passed"]
+    # a labelled iteration has no vote metrics: the bounds do not apply, and no key is required
+    assert run({"selected": tables["selected"]}, metrics, test_ids, **strict)["passed"]
