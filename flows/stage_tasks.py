@@ -40,11 +40,15 @@ def stage_task(root: str, stage: str, it: str | None = None, resume: bool = Fals
 def _run_here(layout: Layout, stage: str, it: str | None) -> dict | None:
     """In a process of its own (the default), or in this one when the recipe says so or the stage
     fans out to Dask workers from here."""
+    from tasks.shards import is_sharded
     from tasks.stage_process import run_stage_isolated
 
     recipe = stage_recipe(layout, it if stage in ITERATION_STAGES else None)
-    sharded = recipe.scale.runner == "dask" and stage in ("generate", "score")
-    if recipe.numerics.isolate_stages and not sharded:
+    if is_sharded(recipe, stage):
+        from flows.sharded import run_shards
+
+        return run_stage(layout, stage, it, shard_runner=run_shards)
+    if recipe.numerics.isolate_stages:
         return run_stage_isolated(layout, stage, it)
     return run_stage(layout, stage, it)
 

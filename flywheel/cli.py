@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from flywheel.common import WorkspaceOpt, audit_workspace, echo_json, fail, prefect_did_not_start, quiet_prefect
-from flywheel.common import run_workspace, target_workspace
+from flywheel.common import dask_shards, run_workspace, target_workspace
 
 app = typer.Typer(
     help="Nightly self-improvement for reasoning models: sample, verify, select, fine-tune, evaluate, "
@@ -167,7 +167,8 @@ def stage_cmd(name: Annotated[str, typer.Argument(help="Stage name, as in dvc.ya
         from tasks.pipeline import run_stage
 
         it = iteration_id(iteration) if iteration else None  # validate before touching the workspace
-        result = run_stage(Layout(target_workspace(workspace, under_dvc=True).root), name, it)
+        result = run_stage(Layout(target_workspace(workspace, under_dvc=True).root), name, it,
+                           shard_runner=dask_shards)
     except Exception as err:  # noqa: BLE001
         fail(err)
     typer.echo(json.dumps(result, default=str))

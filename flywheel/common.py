@@ -160,3 +160,11 @@ def run_workspace(option: Path | None, config: Path | None, *, create_default: b
     announce(target)
     typer.echo(f"Creating workspace {target.root}")
     return init_workspace(target.root, recipe), True
+
+
+def dask_shards(stage: str, jobs: list, scale) -> list[str]:
+    """The shard runner commands hand a sharded stage (tasks/shards.py): Prefect's DaskTaskRunner,
+    imported only when a stage is sharded."""
+    from flows.sharded import run_shards
+
+    return run_shards(stage, jobs, scale)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from flywheel.common import WorkspaceOpt, dvc_warnings_off, fail, quiet_prefect, target_workspace
+from flywheel.common import WorkspaceOpt, dask_shards, dvc_warnings_off, fail, quiet_prefect, target_workspace
 
 
 def reproduce(iteration: Annotated[str, typer.Argument(help="Iteration number, e.g. 2 or 0002 (0 = warm-up).")],
@@ -41,7 +41,7 @@ def reproduce(iteration: Annotated[str, typer.Argument(help="Iteration number, e
         notes = check_provenance(record, allow_version_drift)
         with tempfile.TemporaryDirectory(prefix=f"flywheel-reproduce-{it}-") as tmp, dvc_warnings_off(), \
                 isolated_clone(layout.root, it, Path(tmp) / "ws") as clone:
-            checks = verify(clone, it) if verify_only else rerun(clone, it, only=stage)
+            checks = verify(clone, it) if verify_only else rerun(clone, it, only=stage, shard_runner=dask_shards)
             if not verify_only and not deterministic(record):
                 now = clone.eval(it) if clone.eval(it).is_file() else None
                 checks, gpu_notes = relax_for_gpu(checks, record.get("eval"), read_json(now) if now else None)

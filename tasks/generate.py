@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from tasks.backends import SamplingSpec, make_backend
-from tasks.config import GenerateConfig, PoolConfig, ScaleConfig
+from tasks.config import GenerateConfig, PoolConfig
 from tasks.modeling import model_fingerprint
 from tasks.schema import SAMPLES, write_table
 
@@ -44,15 +44,10 @@ def sample_prompts(model_dir: Path, prompts: pl.DataFrame, cfg: GenerateConfig, 
 
 
 def generate(model_dir: Path, prompts_path: Path, cfg: GenerateConfig, pool: PoolConfig, *, iteration: str,
-             round_index: int, temperature: float, seed: int, out_path: Path,
-             scale: ScaleConfig | None = None) -> Path:
+             round_index: int, temperature: float, seed: int, out_path: Path) -> Path:
+    """The samples table in one process (tasks/shards.py computes the same table as shards)."""
     prompts = pl.read_parquet(prompts_path)
     chosen = pool_prompts(prompts, pool, round_index, seed)
-    if scale is not None and scale.runner != "local":
-        from tasks.shards import generate_sharded
-
-        return generate_sharded(model_dir, chosen, cfg, scale, temperature=temperature, k=cfg.k, seed=seed,
-                                iteration=iteration, desc=f"generate {iteration}", out_path=out_path)
     samples = sample_prompts(model_dir, chosen, cfg, temperature=temperature, k=cfg.k, seed=seed,
                              iteration=iteration, desc=f"generate {iteration}")
     return write_table(samples, out_path, SAMPLES)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -60,9 +61,10 @@ def stage_recipe(layout: Layout, it: str | None) -> Recipe:
     return load_recipe(layout.params(it) if it else layout.recipe)
 
 
-def _stage_fns() -> dict[str, Callable[[Layout, Recipe, str | None, IterationVars | None], dict | None]]:
+def _stage_fns(shard_runner=None) -> dict[str, Callable[[Layout, Recipe, str | None, IterationVars | None],
+                                                       dict | None]]:
     # Imports stay inside so `flywheel --help` never loads torch.
-    from tasks import bootstrap, calibrate, check, evaluate, generate, promote, reward, score, select
+    from tasks import bootstrap, calibrate, check, evaluate, generate, promote, reward, score, select, shards
     from tasks.prepare import prepare
 
     def seed(r: Recipe, it: str | None, stage: str) -> int:
@@ -85,12 +87,15 @@ def _stage_fns() -> dict[str, Callable[[Layout, Recipe, str | None, IterationVar
         "calibrate": lambda L, r, it, v: calibrate.calibrate(
             r, L.model(v.parent), L.prompts, L.reward_model, iteration=it, seed=seed(r, it, "calibrate"),
             out_table=L.calibration(it), out_choice=L.choice(it)),
-        "generate": lambda L, r, it, v: {"samples": str(generate.generate(
-            L.model(v.parent), L.prompts, r.generate, r.pool, iteration=it, round_index=v.round,
-            temperature=read_json(L.choice(it))["temperature"], seed=seed(r, it, "generate"),
-            out_path=L.samples(it), scale=r.scale))},
-        "score": lambda L, r, it, v: {"scored": str(score.score(L.samples(it), L.prompts, r.verifier, r.reward,
-                                                                L.reward_model, L.scored(it), r.scale))},
+        "generate": lambda L, r, it, v: {"samples": str(
+            (partial(shards.generate_sharded, scale=r.scale, runner=shard_runner) if shards.is_sharded(r, "generate")
+             else generate.generate)(
+                L.model(v.parent), L.prompts, r.generate, r.pool, iteration=it, round_index=v.round,
+                temperature=read_json(L.choice(it))["temperature"], seed=seed(r, it, "generate"),
+                out_path=L.samples(it)))},
+        "score": lambda L, r, it, v: {"scored": str(
+            (partial(shards.score_sharded, scale=r.scale, runner=shard_runner) if shards.is_sharded(r, "score")
+             else score.score)(L.samples(it), L.prompts, r.verifier, r.reward, L.reward_model, L.scored(it)))},
         "select": lambda L, r, it, v: {"selected": str(select.select(
             L.scored(it), L.prompts, r.select, read_json(L.choice(it))["threshold"], L.selected(it)))},
         "check": lambda L, r, it, v: check.check(L.scored(it), L.selected(it), L.prompts, L.scored(v.first),
@@ -133,9 +138,12 @@ def _launched(L: Layout, cfg: TrainConfig, stage: str, it: str | None) -> dict |
     return run_launched(cfg, resolve_precision(cfg, stage), L.root, stage, it)
 
 
-def run_stage(layout: Layout, stage: str, it: str | None = None) -> dict | None:
-    """Run one stage for one iteration (or a bootstrap stage with `it=None`)."""
-    fns = _stage_fns()
+def run_stage(layout: Layout, stage: str, it: str | None = None, shard_runner=None) -> dict | None:
+    """Run one stage for one iteration (or a bootstrap stage with `it=None`).
+
+    `shard_runner` (tasks.shards.ShardRunner) maps a sharded stage's shards over workers; the flow
+    and `flywheel stage` hand the Dask one (flows/sharded.py). Without it they run in this process."""
+    fns = _stage_fns(shard_runner)
     if stage not in fns:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(fns)}")
     v = read_iteration_vars(layout).get(it) if it else None

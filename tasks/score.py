@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.config import RewardConfig, ScaleConfig, VerifierConfig
+from tasks.config import RewardConfig, VerifierConfig
 from tasks.reward import add_rewards
 from tasks.schema import SCORED, write_table
 from tasks.verifiers import make_verifier
@@ -23,11 +23,8 @@ def score_table(samples: pl.DataFrame, prompts: pl.DataFrame, verifier: Verifier
 
 
 def score(samples_path: Path, prompts_path: Path, verifier: VerifierConfig, reward: RewardConfig,
-          reward_dir: Path | None, out_path: Path, scale: ScaleConfig | None = None) -> Path:
-    if scale is not None and scale.runner != "local":
-        from tasks.shards import score_sharded
-
-        return score_sharded(samples_path, prompts_path, verifier, reward, reward_dir, scale, out_path)
+          reward_dir: Path | None, out_path: Path) -> Path:
+    """The scored table in one process (tasks/shards.py computes the same table as shards)."""
     samples = pl.read_parquet(samples_path)
     prompts = pl.read_parquet(prompts_path)
     scored = add_rewards(score_table(samples, prompts, verifier), prompts, reward_dir, reward)

@@ -4,8 +4,9 @@ Shards are consecutive runs of the sorted prompts, cut only where the unsharded 
 start a new batch: a generation batch for the HF backend (seeded by its global batch index),
 a reward-model forward pass for scoring (padding makes a row's reward depend, in the last bits,
 on its batch). So the merged table is byte-identical to the unsharded stage's output, whatever
-the number of workers. Workers run `run_shard`; `flows/sharded.py` maps it with Prefect's
-DaskTaskRunner.
+the number of workers. Workers run `run_shard`. The stage is handed a runner that maps the
+shards over workers (flows/sharded.py: Prefect's DaskTaskRunner); without one they run here, one
+after another, which writes the same bytes.
 """
 
 from __future__ import annotations
@@ -20,12 +21,20 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
-from tasks.config import GenerateConfig, RewardConfig, ScaleConfig, VerifierConfig
+from tasks.config import GenerateConfig, PoolConfig, Recipe, RewardConfig, ScaleConfig, VerifierConfig
 from tasks.schema import SAMPLES, SCORED, Table, write_table
 
 
 class ShardFailedError(RuntimeError):
     """One or more shards failed; the stage wrote nothing."""
+
+
+SHARDED_STAGES = ("generate", "score")
+
+
+def is_sharded(recipe: Recipe, stage: str) -> bool:
+    """Whether the recipe computes this stage as shards on workers."""
+    return recipe.scale.runner != "local" and stage in SHARDED_STAGES
 
 
 class _Shard(BaseModel):
@@ -157,29 +166,39 @@ def run_shard(job: GenerateShard | ScoreShard) -> str:
 
 
 # ------------------------------------------------------------------ whole stages (the calling process)
+# (stage, jobs, scale) -> the shards' output paths in shard order; raises ShardFailedError
+ShardRunner = Callable[[str, list, ScaleConfig], list[str]]
+
+
+def run_here(stage: str, jobs: list, scale: ScaleConfig) -> list[str]:
+    """The runner when none is handed: every shard in this process, in order."""
+    return [run_shard(job) for job in jobs]
+
+
 def _shard_dir(out_path: Path) -> Path:
     return out_path.with_name(f".{out_path.name}.shards")
 
 
 def _run_and_merge(stage: str, jobs: list, scale: ScaleConfig, shard_dir: Path, out_path: Path,
-                   table: Table) -> Path:
+                   table: Table, runner: ShardRunner | None) -> Path:
     """Run the shards, then concatenate them in shard order into `out_path`; on any failure the
     shard folder is removed and `out_path` is left as it was."""
-    from flows.sharded import run_shards
-
     try:
-        paths = run_shards(stage, jobs, scale) if jobs else []
+        paths = (runner or run_here)(stage, jobs, scale) if jobs else []
         merged = pl.concat([pl.read_parquet(p) for p in paths]) if paths else pl.DataFrame(schema=table.schema)
         return write_table(merged, out_path, table)
     finally:
         shutil.rmtree(shard_dir, ignore_errors=True)
 
 
-def generate_sharded(model_dir: Path, prompts: pl.DataFrame, cfg: GenerateConfig, scale: ScaleConfig, *,
-                     temperature: float, k: int, seed: int, iteration: str, desc: str, out_path: Path) -> Path:
-    """`generate`'s output, computed as shards on Dask workers."""
+def generate_sharded(model_dir: Path, prompts_path: Path, cfg: GenerateConfig, pool: PoolConfig,
+                     scale: ScaleConfig, *, iteration: str, round_index: int, temperature: float, seed: int,
+                     out_path: Path, runner: ShardRunner | None = None) -> Path:
+    """`generate`'s output (tasks/generate.py), computed as shards by `runner`."""
     from tasks.backends.base import resolve_backend_name
+    from tasks.generate import pool_prompts
 
+    prompts = pool_prompts(pl.read_parquet(prompts_path), pool, round_index, seed)
     out_path = Path(out_path)
     cfg = cfg.model_copy(update={"backend": resolve_backend_name(cfg.backend)})  # every worker alike
     shard_dir = _shard_dir(out_path)
@@ -190,15 +209,16 @@ def generate_sharded(model_dir: Path, prompts: pl.DataFrame, cfg: GenerateConfig
     plan = plan_generate(prompts.height, cfg.batch_size, cfg.backend, scale.shard_size)
     jobs = [GenerateShard(stage="generate", index=i, count=len(plan), inputs=str(inputs), offset=off,
                           length=n, out=str(shard_dir / f"shard-{i:05d}.parquet"), model_dir=str(model_dir),
-                          cfg=cfg, temperature=temperature, k=k, seed=seed, iteration=iteration, desc=desc,
-                          first_batch=b)
+                          cfg=cfg, temperature=temperature, k=cfg.k, seed=seed, iteration=iteration,
+                          desc=f"generate {iteration}", first_batch=b)
             for i, (off, n, b) in enumerate(plan)]
-    return _run_and_merge("generate", jobs, scale, shard_dir, out_path, SAMPLES)
+    return _run_and_merge("generate", jobs, scale, shard_dir, out_path, SAMPLES, runner)
 
 
 def score_sharded(samples_path: Path, prompts_path: Path, verifier: VerifierConfig, reward: RewardConfig,
-                  reward_dir: Path | None, scale: ScaleConfig, out_path: Path) -> Path:
-    """`score`'s output, computed as shards of whole prompts on Dask workers."""
+                  reward_dir: Path | None, out_path: Path, scale: ScaleConfig,
+                  runner: ShardRunner | None = None) -> Path:
+    """`score`'s output (tasks/score.py), computed as shards of whole prompts by `runner`."""
     from tasks.reward import reward_enabled
 
     out_path = Path(out_path)
@@ -211,4 +231,4 @@ def score_sharded(samples_path: Path, prompts_path: Path, verifier: VerifierConf
                        out=str(shard_dir / f"shard-{i:05d}.parquet"), prompts=str(prompts_path),
                        verifier=verifier, reward=reward, reward_dir=str(reward_dir) if reward_dir else None)
             for i, (off, n) in enumerate(plan)]
-    return _run_and_merge("score", jobs, scale, shard_dir, out_path, SCORED)
+    return _run_and_merge("score", jobs, scale, shard_dir, out_path, SCORED, runner)

@@ -17,7 +17,7 @@ from tasks.recipe import recipe_from_dict
 from tasks.reward import SCORE_BATCH
 from tasks.score import score
 from tasks.seeds import derive_seed
-from tasks.shards import ShardFailedError, plan_generate, plan_score, shard_bounds
+from tasks.shards import ShardFailedError, generate_sharded, plan_generate, plan_score, score_sharded, shard_bounds
 
 pytest.importorskip("prefect_dask")
 
@@ -36,6 +36,21 @@ def _prefect_api():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def _dask(stage, jobs, scale):
+    from flows.sharded import run_shards
+
+    return run_shards(stage, jobs, scale)
+
+
+def sharded_generate(model, prompts, cfg, pool, *, scale, **kw):
+    """`generate` as the pipeline runs it under scale.runner: dask (the flow hands it the Dask runner)."""
+    return generate_sharded(model, prompts, cfg, pool, scale, runner=_dask, **kw)
+
+
+def sharded_score(samples, prompts, verifier, reward, reward_dir, out_path, scale):
+    return score_sharded(samples, prompts, verifier, reward, reward_dir, out_path, scale, runner=_dask)
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +127,13 @@ def test_scale_section_is_typed_and_off_by_default():
 def test_sharded_generate_and_score_equal_unsharded_bytes(micro_assets, gen_cfg, unsharded, cluster, tmp_path):
     recipe, prompts, model = micro_assets
     scale = ScaleConfig(runner="dask", shard_size=12, address=cluster.scheduler_address)
-    samples = generate(model, prompts, gen_cfg, POOL, out_path=tmp_path / "samples.parquet", scale=scale, **RUN)
+    samples = sharded_generate(model, prompts, gen_cfg, POOL, out_path=tmp_path / "samples.parquet", scale=scale,
+                               **RUN)
     assert pl.read_parquet(samples).height == 40 * gen_cfg.k
     assert _bytes(samples) == _bytes(unsharded[0])
     # 7 prompts per score shard: 40 prompts give 6 shards, the last one short
-    scored = score(samples, prompts, recipe.verifier, recipe.reward, None, tmp_path / "scored.parquet",
-                   scale.model_copy(update={"shard_size": 7}))
+    scored = sharded_score(samples, prompts, recipe.verifier, recipe.reward, None, tmp_path / "scored.parquet",
+                           scale.model_copy(update={"shard_size": 7}))
     assert _bytes(scored) == _bytes(unsharded[1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.parquet", "scored.parquet"]  # no shard folders
 
@@ -125,8 +141,19 @@ def test_sharded_generate_and_score_equal_unsharded_bytes(micro_assets, gen_cfg,
 def test_one_worker_and_two_workers_give_the_same_table(micro_assets, gen_cfg, unsharded, tmp_path):
     _, prompts, model = micro_assets
     scale = ScaleConfig(runner="dask", shard_size=8, n_workers=1, threads_per_worker=1)  # its own LocalCluster
-    samples = generate(model, prompts, gen_cfg, POOL, out_path=tmp_path / "samples.parquet", scale=scale, **RUN)
+    samples = sharded_generate(model, prompts, gen_cfg, POOL, out_path=tmp_path / "samples.parquet", scale=scale,
+                               **RUN)
     assert _bytes(samples) == _bytes(unsharded[0])
+
+
+def test_shards_run_in_this_process_when_no_runner_is_handed(micro_assets, gen_cfg, unsharded, tmp_path):
+    recipe, prompts, model = micro_assets
+    scale = ScaleConfig(runner="dask", shard_size=12)  # no cluster: nothing may reach for one
+    samples = generate_sharded(model, prompts, gen_cfg, POOL, scale, out_path=tmp_path / "samples.parquet", **RUN)
+    assert _bytes(samples) == _bytes(unsharded[0])
+    scored = score_sharded(samples, prompts, recipe.verifier, recipe.reward, None, tmp_path / "scored.parquet", scale)
+    assert _bytes(scored) == _bytes(unsharded[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.parquet", "scored.parquet"]
 
 
 def test_vllm_shards_reproduce_the_unsharded_table(micro_assets, cluster, tmp_path):
@@ -139,7 +166,7 @@ def test_vllm_shards_reproduce_the_unsharded_table(micro_assets, cluster, tmp_pa
     cfg = recipe.generate.model_copy(update={"backend": "vllm", "batch_size": 8})
     whole = generate(model, prompts, cfg, POOL, out_path=tmp_path / "whole.parquet", **RUN)
     scale = ScaleConfig(runner="dask", shard_size=12, address=cluster.scheduler_address)
-    sharded = generate(model, prompts, cfg, POOL, out_path=tmp_path / "sharded.parquet", scale=scale, **RUN)
+    sharded = sharded_generate(model, prompts, cfg, POOL, out_path=tmp_path / "sharded.parquet", scale=scale, **RUN)
     assert pl.read_parquet(sharded)["seed"].n_unique() == 40  # one seed per request, not per shard
     assert _bytes(sharded) == _bytes(whole)
 
@@ -155,7 +182,7 @@ def test_failing_shards_raise_one_clear_error_and_write_nothing(micro_assets, ge
     scale = ScaleConfig(runner="dask", shard_size=16, address=cluster.scheduler_address)
     with pytest.raises(ShardFailedError, match=r"generate: 3 of 3 shard\(s\) failed; nothing was written\. "
                                                r"First: shard 1 of 3 \(rows 0-15 of"):
-        generate(broken, prompts, gen_cfg, POOL, out_path=out, scale=scale, **RUN)
+        sharded_generate(broken, prompts, gen_cfg, POOL, out_path=out, scale=scale, **RUN)
     assert out.read_bytes() == b"previous output"  # the old output is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken-model", "samples.parquet"]
 
@@ -179,7 +206,8 @@ def test_sharded_scoring_with_a_reward_model_equals_unsharded(micro_assets, clus
     whole = score(samples, prompts, recipe.verifier, reward, tmp_path / "orm", tmp_path / "whole.parquet")
     assert pl.read_parquet(whole)["reward"].n_unique() > 10
     scale = ScaleConfig(runner="dask", shard_size=7, address=cluster.scheduler_address)
-    sharded = score(samples, prompts, recipe.verifier, reward, tmp_path / "orm", tmp_path / "sharded.parquet", scale)
+    sharded = sharded_score(samples, prompts, recipe.verifier, reward, tmp_path / "orm", tmp_path / "sharded.parquet",
+                            scale)
     assert _bytes(sharded) == _bytes(whole)
 
 
