@@ -168,3 +168,24 @@ def dask_shards(stage: str, jobs: list, scale) -> list[str]:
     from flows.sharded import run_shards
 
     return run_shards(stage, jobs, scale)
+
+
+def print_status(records: list[dict]) -> None:
+    """The iteration table `run` ends with and `status` prints."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tasks.report import _fmt, status_row
+
+    rows = [status_row(r) for r in records]
+    table = Table(title="flywheel iterations")
+    for col in ("iteration", "status", "parent", "temperature", "train_coverage", "selected", "gate",
+                "test_pass@1", "test_pass@k", "promoted"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(_fmt(r[c]) for c in ("iteration", "status", "parent", "temperature", "train_coverage",
+                                             "selected", "gate", "test_pass@1", "test_pass@k", "promoted")))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # logs and pipes: never squeeze the columns
+    console.print(table)
