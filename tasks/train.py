@@ -124,7 +124,7 @@ def sft(init_model: str | Path, examples: pl.DataFrame, cfg: TrainConfig, seed: 
                 resume.clear(ckpt_dir)
         args.distributed_state.wait_for_everyone()
     summary = {"train_loss": round(float(result.training_loss), 6), "examples": examples.height,
-               "steps": cfg.max_steps}
+               "steps": cfg.max_steps, "tokens": int(trainer.state.num_input_tokens_seen)}
     if start is not None:  # then train_loss is the mean over the steps after the resume only
         summary["resumed_from_step"] = int(start.name.split("-")[1])
     return summary
