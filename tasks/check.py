@@ -51,8 +51,10 @@ def check(scored_path: Path, selected_path: Path, prompts_path: Path, baseline_s
     metrics = compute_metrics(scored, selected, pl.read_parquet(baseline_scored_path), choice, recipe, prompts)
     samples = scored.select(list(SAMPLES.columns))
     test_ids = prompts.filter(pl.col("split") == "test")["prompt_id"].to_list()
-    result = validate_tables(tables={"prompts": prompts, "samples": samples, "scored": scored, "selected": selected},
-                             metrics=metrics, test_prompt_ids=test_ids, cfg=recipe.check, docs_dir=docs_dir)
+    chosen = "pairs" if recipe.select.mode == "pairs" else "selected"  # select's output table
+    result = validate_tables(tables={"prompts": prompts, "samples": samples, "scored": scored, chosen: selected},
+                             metrics=metrics, test_prompt_ids=test_ids, cfg=recipe.check, docs_dir=docs_dir,
+                             min_margin=recipe.select.pairs.min_margin)
     gate = {"passed": result["passed"], "failures": result["failures"], "suites": result["suites"]}
     write_json(metrics_path, metrics)
     write_json(gate_path, gate)

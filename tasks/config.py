@@ -15,7 +15,7 @@ from tasks.config_base import _Model
 from tasks.config_numerics import NumericsConfig  # noqa: F401
 from tasks.config_placement import DispatchConfig, ScaleConfig, StageDispatch  # noqa: F401
 from tasks.config_prompts import ArithSource, FileSource, HubSource, MBPPSource, PromptsConfig  # noqa: F401
-from tasks.config_train import LaunchConfig, LoraConfig, TrainConfig, WarmupConfig  # noqa: F401
+from tasks.config_train import DPOSettings, LaunchConfig, LoraConfig, TrainConfig, WarmupConfig  # noqa: F401
 
 
 # ---------------------------------------------------------------- model
@@ -190,10 +190,25 @@ class CheckConfig(_Model):
     data_docs: bool = Field(True, description="write Great Expectations Data Docs (HTML) per validation")
 
 
+class PairsConfig(_Model):
+    """Preference pairs (select mode `pairs`) for DPO: per prompt, chosen and rejected samples."""
+
+    strategy: Literal["correct_vs_incorrect", "vote"] = Field(
+        "correct_vs_incorrect", description="correct_vs_incorrect: the highest-scoring correct samples against "
+                                            "incorrect ones (margin: score difference); vote (ScPO): the most-voted "
+                                            "answer against the least-voted (margin: difference in vote share of K)")
+    max_per_prompt: int = Field(1, ge=1, description="pairs kept per prompt")
+    min_margin: float = Field(0.0, ge=0, description="pairs whose chosen-minus-rejected margin is below this are dropped")
+
+
 class SelectConfig(_Model):
+    mode: Literal["sft", "pairs"] = Field(
+        "sft", description="sft: correct samples as chat examples; pairs: chosen/rejected pairs (the table the "
+                           "dpo objective trains on), written where the sft examples would be")
     threshold: float = Field(0.5, description="keep samples with score above this (when calibration is off)")
     cap_per_prompt: int = Field(1, ge=1)
     dedup: Literal["exact", "equations"] = "exact"
+    pairs: PairsConfig = Field(PairsConfig(), description="pairs settings (mode pairs)")
 
 
 class EvaluateConfig(_Model):

@@ -1,4 +1,4 @@
-"""Fine-tuning settings: SFT, LoRA/QLoRA adapters and multi-GPU launchers."""
+"""Fine-tuning settings: SFT or DPO, LoRA/QLoRA adapters and multi-GPU launchers."""
 
 from __future__ import annotations
 
@@ -48,8 +48,25 @@ class LaunchConfig(_Model):
         return self
 
 
+class DPOSettings(_Model):
+    """Direct preference optimisation with TRL's DPOTrainer (train.objective `dpo`), against the parent."""
+
+    beta: float = Field(0.1, gt=0, description="how far the policy may move from the reference model; higher "
+                                               "keeps it closer")
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero",
+                       "apo_down", "sigmoid_norm"] = Field(
+        "sigmoid", description="TRL's DPO loss: sigmoid is the DPO paper's; ipo, hinge and the others are variants")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="probability a pair is flipped (robust, cDPO)")
+
+
 class TrainConfig(_Model):
-    """Supervised fine-tuning with TRL's SFTTrainer (full, LoRA or QLoRA)."""
+    """Fine-tuning with TRL: SFTTrainer on chat examples, or DPOTrainer on preference pairs
+    (full, LoRA or QLoRA either way)."""
+
+    objective: Literal["sft", "dpo"] = Field(
+        "sft", description="sft: supervised on the selected examples; dpo: preference pairs (select.mode pairs), "
+                           "the parent model as the reference")
+    dpo: DPOSettings = Field(DPOSettings(), description="DPO settings (objective dpo)")
 
     mode: Literal["continue", "restart"] = Field(
         "continue", description="continue from the parent (B-STaR) or restart from iteration 0 (ReST-EM)")
@@ -87,6 +104,7 @@ class WarmupConfig(TrainConfig):
     """SFT on the labelled seed set that turns the base model into iteration 0."""
 
     enabled: bool = True
+    objective: Literal["sft"] = Field("sft", description="the warm-up is always SFT on the labelled seed set")
     mode: Literal["continue", "restart"] = "continue"
     learning_rate: float = 2e-3
     max_steps: int = 313

@@ -18,7 +18,9 @@ from tasks.errors import WorkspaceError
 from tasks.lock_history import History, cache_object, flatten
 
 KEYS = {"samples": ("prompt_id", "sample_idx"), "scored": ("prompt_id", "sample_idx"),
-        "selected": ("prompt_id", "sample_idx"), "prompts": ("prompt_id",)}
+        "selected": ("prompt_id", "sample_idx"), "pairs": ("prompt_id", "chosen_idx", "rejected_idx"),
+        "prompts": ("prompt_id",)}
+FILES = {"pairs": "selected"}  # select writes its pairs (mode pairs) where the sft examples would be
 
 
 def _key_for(con: duckdb.DuckDBPyConnection, table: str | None) -> tuple[str, ...]:
@@ -27,6 +29,8 @@ def _key_for(con: duckdb.DuckDBPyConnection, table: str | None) -> tuple[str, ..
             raise WorkspaceError(f"unknown table {table!r}.", fix=f"use one of {', '.join(KEYS)}.")
         return KEYS[table]
     cols = {r[0] for r in con.execute("DESCRIBE a").fetchall()}
+    if {"prompt_id", "chosen_idx", "rejected_idx"} <= cols:
+        return KEYS["pairs"]
     if {"prompt_id", "sample_idx"} <= cols:
         return KEYS["samples"]
     if "prompt_id" in cols:
@@ -125,7 +129,8 @@ def _config_deltas(a: dict | None, b: dict | None) -> dict[str, dict]:
 def recorded_table(h: History, it: str, table: str) -> Path | None:
     """The iteration's table as recorded at its tag: the DVC cache object with the locked md5,
     else the workspace file. None when the iteration has no such output."""
-    rel = f"data/iterations/{it}/{table}.parquet" if table != "prompts" else "data/prompts/prompts.parquet"
+    name = FILES.get(table, table)
+    rel = f"data/iterations/{it}/{name}.parquet" if table != "prompts" else "data/prompts/prompts.parquet"
     out = h.producers(it).get(rel)
     if out is None:
         return None
@@ -159,7 +164,8 @@ def diff_iterations(root: Path, a: str, b: str, table: str = "scored", limit: in
     ta, tb = recorded_table(h, a, table), recorded_table(h, b, table)
     if ta is not None and tb is not None:
         out["table"] = diff_tables(ta, tb, table, limit)
-        out["table"].update(a=L.rel(L.iter_dir(a)) + f"/{table}.parquet", b=L.rel(L.iter_dir(b)) + f"/{table}.parquet",
+        name = FILES.get(table, table)
+        out["table"].update(a=L.rel(L.iter_dir(a)) + f"/{name}.parquet", b=L.rel(L.iter_dir(b)) + f"/{name}.parquet",
                             a_source=str(ta), b_source=str(tb))
     return out
 

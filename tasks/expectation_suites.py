@@ -26,9 +26,9 @@ import pandas as pd
 import polars as pl
 
 from tasks.config import CheckConfig
-from tasks.schema import PROMPTS, SAMPLES, SCORED, SELECTED, SPLITS, Table
+from tasks.schema import PAIRS, PROMPTS, SAMPLES, SCORED, SELECTED, SPLITS, Table
 
-GATED_TABLES: dict[str, Table] = {t.name: t for t in (PROMPTS, SAMPLES, SCORED, SELECTED)}
+GATED_TABLES: dict[str, Table] = {t.name: t for t in (PROMPTS, SAMPLES, SCORED, SELECTED, PAIRS)}
 
 
 @dataclass
@@ -100,7 +100,8 @@ def row_batch(df: pl.DataFrame, table: Table, cfg: CheckConfig, ok: set[str]) ->
     elif all(k in ok for k in table.key):
         exps.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(table.key)))
     finite = sys.float_info.max
-    ranges = {"sample_idx": (0, None), "n_tokens": (0, None), "temperature": (0.0, None),
+    ranges = {"sample_idx": (0, None), "chosen_idx": (0, None), "rejected_idx": (0, None),
+              "n_tokens": (0, None), "temperature": (0.0, None),
               "score": (-finite, finite), "reward": (-1.0, 1.0)}
     exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=lo, max_value=hi)
              for c, (lo, hi) in ranges.items() if c in cols]
@@ -138,7 +139,11 @@ def leaked(table: Table, test_ids: list[str]) -> pl.Expr:
     return (pl.col("split") != "test") & hit if table is PROMPTS else hit
 
 
-def aggregates(table: Table, cfg: CheckConfig, test_ids: list[str]) -> list[Aggregate]:
+def _blank(col: str) -> pl.Expr:
+    return pl.col(col).is_null() | (pl.col(col).str.strip_chars().str.len_chars() == 0)
+
+
+def aggregates(table: Table, cfg: CheckConfig, test_ids: list[str], min_margin: float = 0.0) -> list[Aggregate]:
     """The table's gate statistics. Rates are over rows; coverage is over prompts."""
     leak = Aggregate("leaked_rows", lambda: leaked(table, test_ids).sum(), ("prompt_id",),
                      hi=0, phrase="{v} row(s) from held-out test prompts (leakage), e.g. {leaked}",
@@ -147,6 +152,26 @@ def aggregates(table: Table, cfg: CheckConfig, test_ids: list[str]) -> list[Aggr
         return [Aggregate("leaked_rows", lambda: leaked(table, test_ids).sum(), ("prompt_id", "split"), hi=0,
                           phrase="{v} non-test prompt(s) are held-out test prompts (leakage), e.g. {leaked}",
                           doc="no seed/train/probe prompt is a held-out test prompt")]
+    if table is PAIRS:  # DPO cannot train on no pairs (SFT at least has the seed set), so at least one
+        return [
+            Aggregate("n_rows", pl.len, (), lo=max(1, cfg.min_selected), setting="min_selected"),
+            Aggregate("same_text_pairs", lambda: (pl.col("chosen") == pl.col("rejected")).sum(), ("chosen", "rejected"),
+                      hi=0, phrase="{v} pair(s) whose chosen text equals the rejected one",
+                      doc="chosen differs from rejected in every pair"),
+            Aggregate("blank_pairs", lambda: (_blank("chosen") | _blank("rejected") | _blank("prompt")).sum(),
+                      ("prompt", "chosen", "rejected"), hi=0,
+                      phrase="{v} pair(s) with an empty prompt, chosen or rejected text",
+                      doc="prompt, chosen and rejected are non-empty"),
+            Aggregate("below_margin_pairs", lambda: (pl.col("margin") < min_margin - 1e-9).sum(), ("margin",), hi=0,
+                      phrase=f"{{v}} pair(s) with a margin below select.pairs.min_margin {min_margin:g}",
+                      doc=f"every margin is at least select.pairs.min_margin ({min_margin:g})"),
+            Aggregate("bad_length_rows", lambda: (~(pl.col("chosen").str.len_chars().is_between(
+                cfg.min_text_chars, cfg.max_text_chars) & pl.col("rejected").str.len_chars().is_between(
+                cfg.min_text_chars, cfg.max_text_chars))).sum(), ("chosen", "rejected"), hi=0,
+                      phrase=f"{{v}} pair(s) with a text outside [{cfg.min_text_chars}, {cfg.max_text_chars}] chars",
+                      doc="chosen and rejected within min_text_chars..max_text_chars"),
+            leak,
+        ]
     if table is SELECTED:
         return [
             Aggregate("n_rows", pl.len, (), lo=cfg.min_selected, setting="min_selected"),
@@ -186,10 +211,10 @@ def aggregates(table: Table, cfg: CheckConfig, test_ids: list[str]) -> list[Aggr
 
 
 def aggregate_batch(df: pl.DataFrame, table: Table, cfg: CheckConfig, ok: set[str],
-                    test_ids: list[str]) -> Batch:
+                    test_ids: list[str], min_margin: float = 0.0) -> Batch:
     """One Polars pass over the table, validated as a one-row frame (fast on big tables)."""
     gxe = _gx()
-    checks = [a for a in aggregates(table, cfg, test_ids) if all(c in ok for c in a.needs)]
+    checks = [a for a in aggregates(table, cfg, test_ids, min_margin) if all(c in ok for c in a.needs)]
     row = df.select([a.expr().alias(a.name) for a in checks]).row(0, named=True) if checks else {}
     frame = pd.DataFrame({k: [float(v) if isinstance(v, float) else int(v)] for k, v in row.items()})
     notes: dict[str, Any] = {"checks": {a.name: a for a in checks}}
@@ -246,6 +271,8 @@ def metrics_batch(metrics: dict, cfg: CheckConfig) -> Batch:
     return Batch("metrics", frame, exps, "metrics", {"settings": {k: v[2] for k, v in checks.items()}})
 
 
-def table_batches(df: pl.DataFrame, table: Table, cfg: CheckConfig, test_ids: list[str]) -> list[Batch]:
+def table_batches(df: pl.DataFrame, table: Table, cfg: CheckConfig, test_ids: list[str],
+                  min_margin: float = 0.0) -> list[Batch]:
     ok = good_columns(df, table)
-    return [schema_batch(df, table), row_batch(df, table, cfg, ok), aggregate_batch(df, table, cfg, ok, test_ids)]
+    return [schema_batch(df, table), row_batch(df, table, cfg, ok),
+            aggregate_batch(df, table, cfg, ok, test_ids, min_margin)]

@@ -133,13 +133,14 @@ def _replace_dir(tmp: Path, final: Path) -> None:
 
 def validate_tables(*, tables: dict[str, pl.DataFrame], metrics: dict | None, test_prompt_ids: list[str],
                     cfg: CheckConfig, docs_dir: Path | None = None,
-                    run_time: dt.datetime | None = None) -> dict:
+                    run_time: dt.datetime | None = None, min_margin: float = 0.0) -> dict:
     """Run the gate's suites on `tables` (any of prompts/samples/scored/selected) and `metrics`.
 
     Every failure is collected (the gate never stops at the first). With `docs_dir` and
     `cfg.data_docs`, GX Data Docs are written there; `data_docs` in the result is the index page's
     path relative to docs_dir's parent (so a gate.json written beside the folder can link it).
-    `run_time` stamps the validation results (default: now, UTC).
+    `run_time` stamps the validation results (default: now, UTC). `min_margin` is the pairs table's
+    least allowed margin (select.pairs.min_margin).
     """
     unknown = sorted(set(tables) - set(GATED_TABLES))
     if unknown:
@@ -148,7 +149,7 @@ def validate_tables(*, tables: dict[str, pl.DataFrame], metrics: dict | None, te
     batches: list[Batch] = []
     for name, table in GATED_TABLES.items():
         if name in tables:
-            batches += table_batches(tables[name], table, cfg, test_ids)
+            batches += table_batches(tables[name], table, cfg, test_ids, min_margin)
     if metrics is not None:
         batches.append(metrics_batch(metrics, cfg))
 

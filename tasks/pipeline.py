@@ -115,6 +115,11 @@ def _train(L: Layout, r: Recipe, it: str, v: IterationVars, seed: int) -> dict:
         raise RuntimeError(f"iteration {it}: the data gate failed; refusing to train")
     if launched := _launched(L, r.train, "train", it):
         return launched
+    if r.train.objective == "dpo":  # select wrote pairs; the reference is the parent (recipe_checks: continue)
+        from tasks.dpo import dpo
+
+        return dpo(L.model(v.init), pl.read_parquet(L.selected(it)), r.train, seed, L.model(it),
+                   checkpoint_dir=_checkpoints(L, it))
     selected = pl.read_parquet(L.selected(it)).select("prompt_id", "messages")
     parts = [selected]
     if r.train.include_seed:

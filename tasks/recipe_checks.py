@@ -59,7 +59,8 @@ def _source_difficulties(recipe: Recipe) -> list[int] | None:
 
 def _max_selected(recipe: Recipe, pool_size: int | None) -> int | None:
     """Most training examples one iteration's select can keep: prompts x distinct samples kept each."""
-    per_prompt = min(recipe.select.cap_per_prompt, recipe.generate.k)
+    per_prompt = min(recipe.select.cap_per_prompt, recipe.generate.k) if recipe.select.mode == "sft" else \
+        min(recipe.select.pairs.max_per_prompt, recipe.generate.k * recipe.generate.k)
     sizes = [n for n in (recipe.pool.prompts_per_iteration, pool_size) if n is not None]
     return min(sizes) * per_prompt if sizes else None
 
@@ -110,10 +111,25 @@ def check_recipe(recipe: Recipe) -> None:
         most = _max_selected(recipe, None)
         if most is not None and most < recipe.check.min_selected:
             raise _budget_error(recipe, most, f"pool.prompts_per_iteration {recipe.pool.prompts_per_iteration}")
+    check_methods(recipe)
     if recipe.check.min_text_chars > recipe.check.max_text_chars:
         raise ConfigError(f"{recipe.check.min_text_chars} is above check.max_text_chars "
                           f"({recipe.check.max_text_chars}), so no sample can pass the gate.",
                           field="check.min_text_chars", fix="make min_text_chars at most max_text_chars.")
+
+
+def check_methods(recipe: Recipe) -> None:
+    """The training objective must match what select writes, and DPO's reference must be the init model."""
+    dpo, pairs = recipe.train.objective == "dpo", recipe.select.mode == "pairs"
+    if dpo and not pairs:
+        raise ConfigError("is dpo, which trains on preference pairs, but select.mode is sft.",
+                          field="train.objective", fix="set select.mode: pairs, or train.objective: sft.")
+    if pairs and not dpo:
+        raise ConfigError("is pairs, but train.objective sft cannot train on preference pairs.",
+                          field="select.mode", fix="set train.objective: dpo, or select.mode: sft.")
+    if dpo and recipe.train.mode == "restart":
+        raise ConfigError("is restart, but DPO's reference model is the parent, and restart trains from "
+                          "iteration 0 instead.", field="train.mode", fix="use train.mode: continue with dpo.")
 
 
 # ---------------------------------------------------------------- recipe and prompt rows

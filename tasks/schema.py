@@ -53,13 +53,19 @@ SELECTED = Table("selected", {
     "origin": pl.String,
 }, key=("origin", "prompt_id", "sample_idx"))
 
+# select mode `pairs`: a preference pair per row; margin = chosen's value minus rejected's (score or vote share)
+PAIRS = Table("pairs", {
+    "prompt_id": pl.String, "prompt": pl.String, "chosen": pl.String, "rejected": pl.String,
+    "chosen_idx": pl.Int32, "rejected_idx": pl.Int32, "margin": pl.Float64,
+}, key=("prompt_id", "chosen_idx", "rejected_idx"))
+
 CALIBRATION = Table("calibration", {
     "temperature": pl.Float64, "threshold": pl.Float64, "balance_score": pl.Float64, "pass_at_k": pl.Float64,
     "distinct_ratio": pl.Float64, "n_selected": pl.Int64, "chosen": pl.Boolean,
 }, key=("temperature", "threshold"),
     nullable=frozenset({"balance_score", "pass_at_k", "distinct_ratio", "n_selected"}))
 
-TABLES = {t.name: t for t in (PROMPTS, SAMPLES, SCORED, SELECTED, CALIBRATION)}
+TABLES = {t.name: t for t in (PROMPTS, SAMPLES, SCORED, SELECTED, PAIRS, CALIBRATION)}
 SPLITS = ("seed", "train", "probe", "test")
 
 

@@ -111,3 +111,19 @@ def test_config_change_shows_as_param_delta(tmp_path):
                                   "b": pq.read_metadata(ws / "data/iterations/0005/selected.parquet").num_rows}
     with pytest.raises(Exception, match="iteration '7' not found"):
         diff(ws, "1", "7")
+
+
+def test_pairs_tables_are_keyed_by_prompt_and_both_sample_indices(tmp_path):
+    def pairs(rows):
+        return pl.DataFrame(rows, schema={"prompt_id": pl.String, "prompt": pl.String, "chosen": pl.String,
+                                          "rejected": pl.String, "chosen_idx": pl.Int32, "rejected_idx": pl.Int32,
+                                          "margin": pl.Float64}, orient="row")
+
+    pairs([("p1", "q", "a", "b", 0, 1, 1.0), ("p1", "q", "a", "c", 0, 2, 1.0)]).write_parquet(tmp_path / "a.parquet")
+    pairs([("p1", "q", "a", "B", 0, 1, 0.5), ("p2", "q", "d", "e", 3, 4, 1.0)]).write_parquet(tmp_path / "b.parquet")
+    for table in (None, "pairs"):
+        d = diff_tables(tmp_path / "a.parquet", tmp_path / "b.parquet", table)
+        assert d["key"] == ["prompt_id", "chosen_idx", "rejected_idx"]
+        assert d["keys"] == {"added": 1, "removed": 1, "common": 1}
+        assert d["changed_columns"] == {"rejected": 1, "margin": 1}
+        assert d["removed_examples"] == [{"prompt_id": "p1", "chosen_idx": 0, "rejected_idx": 2}]

@@ -9,7 +9,7 @@ import pytest
 
 from tasks.config import CheckConfig
 from tasks.expectations import validate_tables
-from tasks.schema import MESSAGE, PROMPTS, SAMPLES, SCORED, SELECTED, conform, stable_ids
+from tasks.schema import MESSAGE, PAIRS, PROMPTS, SAMPLES, SCORED, SELECTED, conform, stable_ids
 
 K = 4
 
@@ -223,3 +223,27 @@ def test_pseudo_label_coverage_and_agreement_are_gated_only_when_voting(clean):
     assert run({"selected": tables["selected"]}, metrics | vote, test_ids)["passed"]
     # a labelled iteration has no vote metrics: the bounds do not apply, and no key is required
     assert run({"selected": tables["selected"]}, metrics, test_ids, **strict)["passed"]
+
+
+def pairs_frame(rows: list[tuple[str, str, str, float]], prompt_id: str) -> pl.DataFrame:
+    return conform(pl.DataFrame({
+        "prompt_id": [prompt_id] * len(rows), "prompt": [r[0] for r in rows], "chosen": [r[1] for r in rows],
+        "rejected": [r[2] for r in rows], "chosen_idx": list(range(len(rows))),
+        "rejected_idx": list(range(10, 10 + len(rows))), "margin": [r[3] for r in rows]}), PAIRS)
+
+
+def test_pairs_suite_blocks_equal_empty_and_low_margin_pairs(clean):
+    tables, metrics, test_ids = clean
+    pid = tables["scored"]["prompt_id"][0]
+    good = pairs_frame([("q", " 3+2=5. Answer: 5", " 3+2=6. Answer: 6", 1.0)], pid)
+    assert run({"pairs": good}, None, test_ids)["passed"]
+    bad = pairs_frame([("q", "same", "same", 1.0), ("q", " ", "x", 1.0), ("q", "a", "b", 0.1)], pid)
+    out = validate_tables(tables={"pairs": bad}, metrics=None, test_prompt_ids=test_ids, cfg=CheckConfig(),
+                          min_margin=0.5)
+    has(out, "pairs:", "1 pair(s) whose chosen text equals the rejected one")
+    has(out, "pairs:", "1 pair(s) with an empty prompt, chosen or rejected text")
+    has(out, "pairs:", "1 pair(s) with a margin below select.pairs.min_margin 0.5")
+    leaked = pairs_frame([("q", "a", "b", 1.0)], test_ids[0])
+    has(run({"pairs": leaked}, None, test_ids), "pairs:", "held-out test prompts")
+    has(run({"pairs": good.clear()}, None, test_ids), "pairs:", "n_rows 0 < min_selected 1")
+    has(run({"pairs": good.clear()}, None, test_ids, min_selected=0), "pairs:", "n_rows 0 < min_selected 1")

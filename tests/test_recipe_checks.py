@@ -227,3 +227,19 @@ def test_mbpp_prompt_beyond_the_context_is_named_by_row(tmp_path):
         preflight(r, tmp_path / "ws")
     refused(exc, "mbpp.jsonl", "row ", "beyond the model's context of 128 tokens")
     assert pl.read_ndjson(ROOT / "data" / "examples" / "mbpp.jsonl").height == 18
+
+
+def test_training_objective_must_match_the_select_mode():
+    with pytest.raises(ConfigError) as exc:
+        check_recipe(recipe(train__objective="dpo"))
+    refused(exc, "train.objective", "set select.mode: pairs")
+    with pytest.raises(ConfigError) as exc:
+        check_recipe(recipe(select__mode="pairs"))
+    refused(exc, "select.mode", "set train.objective: dpo")
+    with pytest.raises(ConfigError) as exc:
+        check_recipe(recipe(select__mode="pairs", train__objective="dpo", train__mode="restart"))
+    refused(exc, "train.mode", "reference model is the parent")
+    check_recipe(recipe(select__mode="pairs", train__objective="dpo"))
+    with pytest.raises(ConfigError) as exc:
+        recipe(warmup__objective="dpo")
+    refused(exc, "warmup.objective")

@@ -6,8 +6,8 @@ import polars as pl
 import pytest
 
 from tasks.config import SelectConfig
-from tasks.schema import SCORED, SELECTED, conform
-from tasks.select import select, select_table
+from tasks.schema import PAIRS, SCORED, SELECTED, conform
+from tasks.select import pairs_table, select, select_table
 
 PROMPTS = pl.DataFrame({"prompt_id": ["p1", "p2"],
                         "text": ["Mia has 23 pens. Then gets 17 more. How many pens now?",
@@ -119,3 +119,60 @@ def test_select_stage_writes_parquet(tmp_path):
 def test_cap_must_be_positive(cap):
     with pytest.raises(ValueError):
         SelectConfig(cap_per_prompt=cap)
+
+
+def pair_rows(rows: list[tuple[str, int, str, bool, float, str | None]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema={"prompt_id": pl.String, "sample_idx": pl.Int32, "text": pl.String,
+                                      "correct": pl.Boolean, "score": pl.Float64, "extracted_answer": pl.String},
+                        orient="row")
+
+
+def pairs_of(out: pl.DataFrame) -> list[tuple[str, int, int, float]]:
+    return list(zip(out["prompt_id"], out["chosen_idx"], out["rejected_idx"], out["margin"]))
+
+
+PAIR_SAMPLES = pair_rows([
+    ("p1", 0, "23+17=40. Answer: 40", True, 1.1, "40"), ("p1", 1, "Answer: 41", False, 0.3, "41"),
+    ("p1", 2, "23+17=40. Answer: 40", True, 1.0, "40"), ("p1", 3, "Answer: 39", False, -0.2, "39"),
+    ("p1", 4, "23+17=40.  Answer: 40", True, 1.2, "40"),
+    ("p2", 0, "Answer: 3", True, 1.0, "3"), ("p2", 1, "Answer: 3", True, 1.0, "3"),  # nothing to reject
+])
+
+
+def test_pairs_best_correct_against_worst_incorrect_with_cap_and_margin():
+    cfg = SelectConfig(mode="pairs", pairs={"max_per_prompt": 3})
+    out = pairs_table(PAIR_SAMPLES, PROMPTS, cfg, threshold=0.5)
+    # chosen by score (4, 0, then 2 is a duplicate of 0's text); rejected worst first (3, then 1); at equal
+    # rank sums the better chosen sample goes first
+    assert pairs_of(out) == [("p1", 4, 3, 1.4), ("p1", 4, 1, 0.9), ("p1", 0, 3, 1.3)]
+    assert out["prompt"].to_list() == [PROMPTS["text"][0]] * 3
+    assert out["chosen"][0] == "23+17=40.  Answer: 40" and out["rejected"][0] == "Answer: 39"
+    tight = SelectConfig(mode="pairs", pairs={"max_per_prompt": 3, "min_margin": 1.0})
+    assert pairs_of(pairs_table(PAIR_SAMPLES, PROMPTS, tight, threshold=0.5)) == [("p1", 4, 3, 1.4), ("p1", 0, 3, 1.3)]
+    assert pairs_of(pairs_table(PAIR_SAMPLES, PROMPTS, SelectConfig(mode="pairs"), threshold=0.5)) == [
+        ("p1", 4, 3, 1.4)]
+    # above the threshold only: a correct sample scoring 1.1 or less cannot be chosen at threshold 1.1
+    assert pairs_of(pairs_table(PAIR_SAMPLES, PROMPTS, cfg, threshold=1.1)) == [("p1", 4, 3, 1.4), ("p1", 4, 1, 0.9)]
+
+
+def test_vote_pairs_put_the_most_voted_answer_against_the_least_voted():
+    df = pair_rows([("p1", 0, "Answer: 7", False, 0.0, "7"), ("p1", 1, "Answer: 5", False, 0.0, "5"),
+                    ("p1", 2, "x Answer: 7", False, 0.0, "7"), ("p1", 3, "no answer", False, 0.0, None),
+                    ("p1", 4, "y Answer: 5", False, 0.0, "5"), ("p1", 5, "z Answer: 7", False, 0.0, "7")])
+    cfg = SelectConfig(mode="pairs", pairs={"strategy": "vote", "max_per_prompt": 2})
+    out = pairs_table(df, PROMPTS, cfg, threshold=0.5)  # `correct` and the threshold play no part
+    assert pairs_of(out) == [("p1", 0, 3, 0.5), ("p1", 0, 1, pytest.approx(1 / 6, abs=1e-9))]
+    # a tie for most votes goes to the answer seen first (lowest sample_idx)
+    tie = pair_rows([("p1", 0, "Answer: 2", False, 0.0, "2"), ("p1", 1, "Answer: 1", False, 0.0, "1")])
+    assert pairs_of(pairs_table(tie, PROMPTS, cfg, threshold=0.5)) == [("p1", 0, 1, 0.0)]
+
+
+def test_pairs_stage_writes_the_pairs_table(tmp_path):
+    src = tmp_path / "scored.parquet"
+    PAIR_SAMPLES.write_parquet(src)
+    (tmp_path / "prompts.parquet").write_bytes(b"")
+    PROMPTS.write_parquet(tmp_path / "prompts.parquet")
+    out = select(src, tmp_path / "prompts.parquet", SelectConfig(mode="pairs"), 0.5, tmp_path / "selected.parquet")
+    got = pl.read_parquet(out)
+    assert got.schema == PAIRS.schema and got.height == 1
+    assert (got["chosen"] != got["rejected"]).all()
