@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from tasks.answers import extract_answer, normalise_number
 from tasks.config import VoteConfig
 from tasks.math_verifier import PARSE_TIMEOUT_S, VERIFY_TIMEOUT_S, MathVerifier, run_judge
 
@@ -27,8 +28,6 @@ def vote_groups(samples: pl.DataFrame) -> list[str]:
 
 def number_classes(samples: pl.DataFrame) -> pl.DataFrame:
     """Rows with `_row`, `extracted_answer` and `_class`: the normalised number itself."""
-    from tasks.verifiers import extract_answer  # tasks.verifiers registers this module
-
     return samples.with_row_index("_row").with_columns(extracted_answer=extract_answer(pl.col("text"))) \
         .with_columns(_class=pl.col("extracted_answer"))
 
@@ -92,11 +91,13 @@ class MajorityVoteVerifier:
         return vote(rows, vote_groups(samples), self.cfg.min_agreement)
 
 
-def gold_answer_verifier(cfg: VoteConfig):
-    """Gold comparison with the same answer equivalence as the vote: the monitor's yardstick."""
-    from tasks.verifiers import AnswerMatchVerifier
-
-    return AnswerMatchVerifier() if cfg.extractor == "number" else MathVerifier()
+def gold_matches(winners: pl.DataFrame, gold: pl.DataFrame, cfg: VoteConfig) -> pl.DataFrame:
+    """`winners` plus `correct`: its answer equals gold under the vote's own equivalence (the monitor)."""
+    if cfg.extractor == "math_verify":
+        return MathVerifier().verify(winners, gold)
+    g = gold.select("prompt_id", _gold=normalise_number(pl.col("answer")))
+    return (winners.join(g, on="prompt_id", how="left", maintain_order="left")
+            .with_columns(correct=(extract_answer(pl.col("text")) == pl.col("_gold")).fill_null(False)).drop("_gold"))
 
 
 def pseudo_label_metrics(scored: pl.DataFrame, prompts: pl.DataFrame, cfg: VoteConfig) -> dict:
@@ -113,7 +114,7 @@ def pseudo_label_metrics(scored: pl.DataFrame, prompts: pl.DataFrame, cfg: VoteC
                .unique("prompt_id", keep="first", maintain_order=True)
                .filter(pl.col("prompt_id").is_in(gold["prompt_id"].implode()))
                .select("prompt_id", "sample_idx", "text"))
-    checked = gold_answer_verifier(cfg).verify(winners, gold) if winners.height else winners
+    checked = gold_matches(winners, gold, cfg) if winners.height else winners
     out["n_pseudo_labels_with_gold"] = checked.height
     out["pseudo_label_accuracy"] = round(float(checked["correct"].mean()), 6) if checked.height else None
     return out

@@ -11,11 +11,13 @@ from typing import Protocol
 
 import polars as pl
 
+from tasks.answers import ANSWER, extract_answer  # noqa: F401 - ANSWER and extract_answer are used from here
+from tasks.answers import normalise_number as _normalise_number
 from tasks.code_verifier import CodeTestsVerifier
 from tasks.config import VerifierConfig
+from tasks.majority_vote import MajorityVoteVerifier
 from tasks.math_verifier import MathVerifier
 
-ANSWER = r"Answer:\s*(-?\d[\d,]*(?:\.\d+)?)"
 EQUATION = r"(\d+)\s*([+\-])\s*(\d+)\s*=\s*(-?\d+)"
 KEY = ["prompt_id", "sample_idx"]
 
@@ -28,15 +30,6 @@ class Verifier(Protocol):
 
         `prompts` has prompt_id, text and answer (gold, may be null)."""
         ...
-
-
-def _normalise_number(col: pl.Expr) -> pl.Expr:
-    return col.str.replace_all(",", "").str.strip_chars().str.replace(r"\.0+$", "")
-
-
-def extract_answer(text: pl.Expr) -> pl.Expr:
-    """The number after the last 'Answer:' in the sample."""
-    return _normalise_number(text.str.extract_all(ANSWER).list.last().str.extract(ANSWER, 1))
 
 
 class AnswerMatchVerifier:
@@ -99,8 +92,6 @@ class ArithChainVerifier(AnswerMatchVerifier):
 
 VERIFIERS: dict[str, type] = {"answer_match": AnswerMatchVerifier, "arith_chain": ArithChainVerifier,
                               "unit_tests": CodeTestsVerifier, "math_verify": MathVerifier}
-
-from tasks.majority_vote import MajorityVoteVerifier  # noqa: E402 - it builds on the verifiers above
 
 VERIFIERS["majority_vote"] = MajorityVoteVerifier
 
