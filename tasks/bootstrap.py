@@ -8,17 +8,23 @@ from pathlib import Path
 import polars as pl
 
 from tasks.atomic import atomic_dir
-from tasks.config import PretrainedInit, Recipe, TinyLlamaInit
+from tasks.config import GGUFInit, PretrainedInit, Recipe, TinyLlamaInit
 from tasks.train import seed_examples, sft
 
 
 def init_base(recipe: Recipe, seed: int, out_dir: Path) -> Path:
-    """Build the tiny preset, or snapshot a pretrained model (local folder or Hub id) into the workspace."""
+    """Build the tiny preset, dequantise a GGUF file, or snapshot a pretrained model (local folder or Hub
+    id) into the workspace."""
     init = recipe.model.init
     if isinstance(init, TinyLlamaInit):
         from tasks.tiny_model import build_tiny_llama
 
         return build_tiny_llama(init, seed, out_dir)
+    if isinstance(init, GGUFInit):
+        from tasks.gguf_import import import_gguf
+
+        import_gguf(init.path, init.sha256, init.dtype, out_dir)
+        return out_dir
     assert isinstance(init, PretrainedInit)
     from tasks.modeling import load_causal_lm, load_tokenizer
 

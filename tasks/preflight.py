@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from tasks.config import FileSource, MBPPSource, PretrainedInit, Recipe
+from tasks.config import FileSource, GGUFInit, MBPPSource, PretrainedInit, Recipe
 from tasks.errors import ConfigError
 from tasks.modeling import resolve_model_ref
 
@@ -92,6 +92,10 @@ def preflight(recipe: Recipe, workspace: Path) -> None:
     init = recipe.model.init
     if isinstance(init, PretrainedInit):
         resolve_model_ref(init.name_or_path, field="model.init.name_or_path")
+    if isinstance(init, GGUFInit):
+        from tasks.gguf_import import check_gguf
+
+        check_gguf(init.path, init.sha256)
     from tasks.workspace import is_workspace
 
     if is_workspace(workspace):

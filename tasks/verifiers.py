@@ -13,6 +13,7 @@ import polars as pl
 
 from tasks.answers import ANSWER, extract_answer  # noqa: F401 - ANSWER and extract_answer are used from here
 from tasks.answers import normalise_number as _normalise_number
+from tasks.chain_verifier import FreeTextArithVerifier
 from tasks.code_verifier import CodeTestsVerifier
 from tasks.config import VerifierConfig
 from tasks.majority_vote import MajorityVoteVerifier
@@ -91,7 +92,8 @@ class ArithChainVerifier(AnswerMatchVerifier):
 
 
 VERIFIERS: dict[str, type] = {"answer_match": AnswerMatchVerifier, "arith_chain": ArithChainVerifier,
-                              "unit_tests": CodeTestsVerifier, "math_verify": MathVerifier}
+                              "unit_tests": CodeTestsVerifier, "math_verify": MathVerifier,
+                              "arith_free": FreeTextArithVerifier}
 
 VERIFIERS["majority_vote"] = MajorityVoteVerifier
 

@@ -211,6 +211,7 @@ def init_workspace(root: Path, recipe: Recipe) -> Layout:
     remote = recipe.remote.url or default_remote(root)
     recipe = resolve_backend(recipe)
     recipe = recipe.model_copy(update={"numerics": resolve_numerics(recipe.numerics)})  # 'auto' -> cores
+    recipe = _record_gguf_hash(recipe)
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     # Two commands creating one workspace at once: the second is refused (exit 3) and never removes
@@ -220,6 +221,20 @@ def init_workspace(root: Path, recipe: Recipe) -> Layout:
             raise WorkspaceBusyError("another flywheel command created this workspace just now.", file=str(root),
                                      fix="run your command again: it will use the new workspace.")
         return _create(root, recipe, remote, created)
+
+
+def _record_gguf_hash(recipe: Recipe) -> Recipe:
+    """A GGUF starting point is pinned by its bytes: the hash goes into the workspace's recipe, so
+    the `base` stage's params change (and DVC re-runs it) if the file ever does."""
+    from tasks.config import GGUFInit
+
+    init = recipe.model.init
+    if not isinstance(init, GGUFInit) or init.sha256 is not None:
+        return recipe
+    from tasks.gguf_import import file_sha256, resolve_gguf
+
+    init = init.model_copy(update={"sha256": file_sha256(resolve_gguf(init.path)[0])})
+    return recipe.model_copy(update={"model": recipe.model.model_copy(update={"init": init})})
 
 
 def _in_use(root: Path) -> bool:
