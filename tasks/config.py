@@ -157,11 +157,50 @@ class VerifierConfig(_Model):
         return self.model_copy(update={"type": self.vote.evaluate_with}) if self.type == "majority_vote" else self
 
 
+JUDGE_PROMPT = ("Rate the answer to the question from 1 (wrong) to 5 (right, with every step shown).\n"
+                "Question: {question}\nAnswer: {answer}\nScore (1-5):")
+
+
+class JudgeConfig(_Model):
+    """The policy as its own judge (reward source `judge`, as in Self-Rewarding): it scores each sample 1-5."""
+
+    prompt: str = Field(JUDGE_PROMPT, description="the judge's prompt; {question} and {answer} are replaced by "
+                                                  "the pool prompt and the sample (plain replacement, no formatting)")
+    pattern: str = Field(r"^\s*([1-5])(?:$|[^\d.,/])",
+                         description="regular expression (Rust regex syntax, as Polars runs it) on the judge's reply "
+                                     "whose one group is the score 1-5; a reply it does not match gets no score")
+    max_new_tokens: int = Field(4, ge=1, description="length of the judge's reply")
+    temperature: float = Field(0.0, ge=0, description="0: greedy, one deterministic verdict per sample")
+
+    @field_validator("prompt")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        missing = [p for p in ("{question}", "{answer}") if p not in v]
+        if missing:
+            raise ValueError(f"the judge prompt lacks {' and '.join(missing)}")
+        return v
+
+    @field_validator("pattern")
+    @classmethod
+    def _one_group(cls, v: str) -> str:
+        import polars as pl
+
+        try:  # checked by the engine that will run it
+            groups = len(pl.select(pl.lit("").str.extract_groups(v)).to_series().struct.fields)
+        except pl.exceptions.ComputeError as err:
+            raise ValueError(f"not a valid regular expression ({str(err).splitlines()[0]})") from None
+        if groups != 1:
+            raise ValueError(f"needs exactly one capture group (the score), has {groups}")
+        return v
+
+
 class RewardConfig(_Model):
     """Optional reward model, so the combined score is continuous (B-STaR: score = reward/5 + correct)."""
 
-    source: Literal["none", "train", "pretrained"] = Field(
-        "none", description="none; train a tiny outcome reward model on iteration-0 samples; or load one")
+    source: Literal["none", "train", "pretrained", "judge"] = Field(
+        "none", description="none; train a tiny outcome reward model on iteration-0 samples; load one; or judge: "
+                            "the parent model scores its own samples 1-5 (reward (score - 3) / 2)")
+    judge: JudgeConfig = Field(JudgeConfig(), description="judge settings (source judge)")
     name_or_path: str | None = Field(None, description="sequence-classification model (source: pretrained)")
     kind: Literal["orm", "prm"] = Field("orm", description="prm: minimum score over the chain's step prefixes")
     weight: float = Field(0.2, ge=0, description="score = correct + weight * reward; reward lies in [-1, 1]")

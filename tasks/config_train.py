@@ -76,7 +76,7 @@ class TrainConfig(_Model):
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    include_seed: bool = Field(True, description="mix the labelled seed set into each iteration")
+    include_seed: bool = Field(True, description="mix the labelled seed set into each iteration (objective sft)")
     max_length: int = Field(256, ge=16)
     sampling: Literal["random", "group_by_length"] = Field(
         "random", description="group_by_length batches examples of similar length: less padding, faster steps")

@@ -18,7 +18,8 @@ from tasks.errors import WorkspaceError
 from tasks.lock_history import History, cache_object, flatten
 
 KEYS = {"samples": ("prompt_id", "sample_idx"), "scored": ("prompt_id", "sample_idx"),
-        "selected": ("prompt_id", "sample_idx"), "pairs": ("prompt_id", "chosen_idx", "rejected_idx"),
+        "selected": ("prompt_id", "sample_idx"), "judged": ("prompt_id", "sample_idx"),
+        "pairs": ("prompt_id", "chosen_idx", "rejected_idx"),
         "prompts": ("prompt_id",)}
 FILES = {"pairs": "selected"}  # select writes its pairs (mode pairs) where the sft examples would be
 

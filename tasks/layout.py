@@ -84,6 +84,9 @@ class Layout:
     def scored(self, it: str) -> Path:
         return self.iter_dir(it) / "scored.parquet"
 
+    def judged(self, it: str) -> Path:
+        return self.iter_dir(it) / "judged.parquet"
+
     def metrics(self, it: str) -> Path:
         return self.iter_dir(it) / "metrics.json"
 

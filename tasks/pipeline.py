@@ -64,7 +64,7 @@ def stage_recipe(layout: Layout, it: str | None) -> Recipe:
 def _stage_fns(shard_runner=None) -> dict[str, Callable[[Layout, Recipe, str | None, IterationVars | None],
                                                        dict | None]]:
     # Imports stay inside so `flywheel --help` never loads torch.
-    from tasks import bootstrap, calibrate, check, evaluate, generate, promote, reward, score, select, shards
+    from tasks import bootstrap, calibrate, check, evaluate, generate, judge, promote, reward, score, select, shards
     from tasks.prepare import prepare
 
     def seed(r: Recipe, it: str | None, stage: str) -> int:
@@ -93,9 +93,12 @@ def _stage_fns(shard_runner=None) -> dict[str, Callable[[Layout, Recipe, str | N
                 L.model(v.parent), L.prompts, r.generate, r.pool, iteration=it, round_index=v.round,
                 temperature=read_json(L.choice(it))["temperature"], seed=seed(r, it, "generate"),
                 out_path=L.samples(it)))},
-        "score": lambda L, r, it, v: {"scored": str(
+        "score": lambda L, r, it, v: {"judged": str(judge.judge(  # empty unless reward.source is judge
+            L.model(v.parent), L.samples(it), L.prompts, r.generate, r.reward, seed=seed(r, it, "judge"),
+            iteration=it, out_path=L.judged(it))), "scored": str(
             (partial(shards.score_sharded, scale=r.scale, runner=shard_runner) if shards.is_sharded(r, "score")
-             else score.score)(L.samples(it), L.prompts, r.verifier, r.reward, L.reward_model, L.scored(it)))},
+             else partial(score.score, judged_path=L.judged(it)))(
+                L.samples(it), L.prompts, r.verifier, r.reward, L.reward_model, L.scored(it)))},
         "select": lambda L, r, it, v: {"selected": str(select.select(
             L.scored(it), L.prompts, r.select, read_json(L.choice(it))["threshold"], L.selected(it)))},
         "check": lambda L, r, it, v: check.check(L.scored(it), L.selected(it), L.prompts, L.scored(v.first),

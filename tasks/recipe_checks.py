@@ -127,6 +127,10 @@ def check_methods(recipe: Recipe) -> None:
     if pairs and not dpo:
         raise ConfigError("is pairs, but train.objective sft cannot train on preference pairs.",
                           field="select.mode", fix="set train.objective: dpo, or select.mode: sft.")
+    if recipe.reward.source == "judge" and recipe.scale.runner != "local":
+        raise ConfigError("is judge, which runs in the score stage's own process, but scale.runner shards the "
+                          "score stage.", field="reward.source",
+                          fix="set scale.runner: local, or use another reward source.")
     if dpo and recipe.train.mode == "restart":
         raise ConfigError("is restart, but DPO's reference model is the parent, and restart trains from "
                           "iteration 0 instead.", field="train.mode", fix="use train.mode: continue with dpo.")

@@ -120,7 +120,7 @@ def train_orm(policy_dir: Path, examples: pl.DataFrame, cfg: RewardConfig, seed:
 def build_reward_model(recipe: Recipe, policy_dir: Path, prompts_path: Path, seed: int, out_dir: Path) -> dict:
     """Stage `reward`: none (a marker), a snapshot of a pretrained model, or a tiny ORM trained here."""
     cfg = recipe.reward
-    if cfg.source == "none":
+    if cfg.source in ("none", "judge"):  # the judge is the policy itself, run by the score stage
         with atomic_dir(out_dir) as tmp:
             (tmp / MARKER).write_text(json.dumps({"enabled": False}) + "\n")
         return {"reward": "none"}

@@ -59,13 +59,19 @@ PAIRS = Table("pairs", {
     "chosen_idx": pl.Int32, "rejected_idx": pl.Int32, "margin": pl.Float64,
 }, key=("prompt_id", "chosen_idx", "rejected_idx"))
 
+# reward source `judge`: the policy's verdict on each sample (empty when the judge is off)
+JUDGED = Table("judged", {
+    "prompt_id": pl.String, "sample_idx": pl.Int32, "text": pl.String, "judge_score": pl.Int32,
+    "n_tokens": pl.Int32, "finish_reason": pl.String, "seed": pl.Int64, "model_hash": pl.String,
+}, key=("prompt_id", "sample_idx"), nullable=frozenset({"judge_score"}))
+
 CALIBRATION = Table("calibration", {
     "temperature": pl.Float64, "threshold": pl.Float64, "balance_score": pl.Float64, "pass_at_k": pl.Float64,
     "distinct_ratio": pl.Float64, "n_selected": pl.Int64, "chosen": pl.Boolean,
 }, key=("temperature", "threshold"),
     nullable=frozenset({"balance_score", "pass_at_k", "distinct_ratio", "n_selected"}))
 
-TABLES = {t.name: t for t in (PROMPTS, SAMPLES, SCORED, SELECTED, PAIRS, CALIBRATION)}
+TABLES = {t.name: t for t in (PROMPTS, SAMPLES, SCORED, SELECTED, PAIRS, JUDGED, CALIBRATION)}
 SPLITS = ("seed", "train", "probe", "test")
 
 

@@ -23,9 +23,15 @@ def score_table(samples: pl.DataFrame, prompts: pl.DataFrame, verifier: Verifier
 
 
 def score(samples_path: Path, prompts_path: Path, verifier: VerifierConfig, reward: RewardConfig,
-          reward_dir: Path | None, out_path: Path) -> Path:
-    """The scored table in one process (tasks/shards.py computes the same table as shards)."""
+          reward_dir: Path | None, out_path: Path, judged_path: Path | None = None) -> Path:
+    """The scored table in one process (tasks/shards.py computes the same table as shards). With reward
+    source `judge`, the rewards come from the judged table (tasks/judge.py) at `judged_path`."""
     samples = pl.read_parquet(samples_path)
     prompts = pl.read_parquet(prompts_path)
-    scored = add_rewards(score_table(samples, prompts, verifier), prompts, reward_dir, reward)
+    if reward.source == "judge":
+        from tasks.judge import add_judge_rewards
+
+        scored = add_judge_rewards(score_table(samples, prompts, verifier), pl.read_parquet(judged_path), reward)
+    else:
+        scored = add_rewards(score_table(samples, prompts, verifier), prompts, reward_dir, reward)
     return write_table(scored, out_path, SCORED)
