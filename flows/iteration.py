@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.stage_tasks import stage
+from tasks import costs
 from tasks.atomic import read_json
 from tasks.errors import GateFailedError
 from tasks.dashboard import write_dashboard
@@ -36,6 +37,8 @@ def iteration_flow(root: str, nxt: NextIteration) -> dict:
     logger = get_run_logger()
     layout = Layout(Path(root))
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    if not nxt.resuming:
+        costs.clear(layout, nxt.it)  # a stale report of an iteration number used before
     start_iteration(layout, nxt)
     status = "completed"
     for name in ITERATION_STAGES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -11,6 +12,8 @@ from tasks.iterations import plan_next
 from tasks.recipe import load_recipe
 from tasks.recovery import recover
 from tasks.workspace import open_workspace, workspace_lock
+
+progress = logging.getLogger("flows.progress")  # the console's iteration lines (flywheel/runlog.py)
 
 
 @flow(name="flywheel", log_prints=True)
@@ -30,10 +33,14 @@ def flywheel_flow(workspace: str, iterations: int | None = None) -> list[dict]:
         repaired = recover(layout)
         if any(repaired.values()):
             logger.warning("recovered from an interrupted run: %s", repaired)
+        progress.info("bootstrap", extra={"flywheel_event": {"event": "iteration-start", "iteration": "0000",
+                                                             "index": 0, "count": count}})
         bootstrap_flow(str(layout.root))
-        for _ in range(count):
+        for index in range(1, count + 1):
             nxt = plan_next(layout, recipe.train.mode)
             logger.info("iteration %s (%s) from parent %s", nxt.it, "resuming" if nxt.resuming else "new",
                         nxt.vars.parent)
+            progress.info("iteration %s (%d of %d)", nxt.it, index, count, extra={"flywheel_event": {
+                "event": "iteration-start", "iteration": nxt.it, "index": index, "count": count}})
             records.append(iteration_flow(str(layout.root), nxt))
     return records

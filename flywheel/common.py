@@ -3,6 +3,7 @@ workspace a command acts on. Imports stay light, so refusals and `--help` stay f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -140,10 +141,11 @@ def audit_workspace(option: Path | None, *, reads_data: bool) -> Path:
     return root
 
 
-def run_workspace(option: Path | None, config: Path | None, *, create_default: bool):
+def run_workspace(option: Path | None, config: Path | None, *, create_default: bool, quiet=None):
     """The workspace `run` and `serve` act on, created from the recipe when it does not exist yet:
     one named by -w or FLYWHEEL_WORKSPACE, and the default one only when `create_default` (a
-    discovered one always exists). A new workspace's recipe is validated before anything is written."""
+    discovered one always exists). A new workspace's recipe is validated before anything is written;
+    `quiet` (a context manager) holds what creating it prints."""
     from tasks.layout import Layout
     from tasks.workspace import DEFAULT_CONFIG, find_enclosing_workspace, looks_like_workspace, resolve_target
 
@@ -159,7 +161,8 @@ def run_workspace(option: Path | None, config: Path | None, *, create_default: b
     preflight(recipe, target.root)
     announce(target)
     typer.echo(f"Creating workspace {target.root}")
-    return init_workspace(target.root, recipe), True
+    with quiet or contextlib.nullcontext():
+        return init_workspace(target.root, recipe), True
 
 
 def dask_shards(stage: str, jobs: list, scale) -> list[str]:
@@ -177,15 +180,17 @@ def print_status(records: list[dict]) -> None:
 
     from tasks.report import _fmt, status_row
 
-    rows = [status_row(r) for r in records]
+    columns = {"iteration": "iteration", "status": "status", "parent": "parent", "temperature": "temperature",
+               "train_coverage": "train_coverage", "selected": "selected", "gate": "gate",
+               "test_pass@1": "test_pass@1", "test_pass@k": "test_pass@k", "promoted": "promoted",
+               "wall_s": "wall_s", "gen_tokens_per_s": "gen_tok/s", "peak_rss_mb": "peak_MB"}
+    whole = ("wall_s", "gen_tokens_per_s", "peak_rss_mb")  # seconds, tokens/s, MB: no decimals
     table = Table(title="flywheel iterations")
-    for col in ("iteration", "status", "parent", "temperature", "train_coverage", "selected", "gate",
-                "test_pass@1", "test_pass@k", "promoted"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(*(_fmt(r[c]) for c in ("iteration", "status", "parent", "temperature", "train_coverage",
-                                             "selected", "gate", "test_pass@1", "test_pass@k", "promoted")))
+    for title in columns.values():
+        table.add_column(title)
+    for r in (status_row(r) for r in records):
+        table.add_row(*(f"{r[key]:.0f}" if key in whole and r[key] is not None else _fmt(r[key]) for key in columns))
     console = Console()
     if not console.is_terminal:
-        console = Console(width=160)  # logs and pipes: never squeeze the columns
+        console = Console(width=200)  # logs and pipes: never squeeze the columns
     console.print(table)

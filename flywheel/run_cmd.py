@@ -18,6 +18,7 @@ ConfigOpt = Annotated[Path | None, typer.Option(
 def init(directory: Annotated[Path, typer.Argument(help="New or empty folder for the workspace.")],
          config: Annotated[Path, typer.Option("--config", "-c", help="Recipe YAML (see configs/).")]) -> None:
     """Create a workspace: its own git + DVC repo, the pipeline, the resolved recipe and a local DVC remote."""
+    from flywheel.runlog import hold_output
     from tasks.preflight import preflight
     from tasks.recipe import load_recipe
     from tasks.workspace import init_workspace
@@ -25,7 +26,8 @@ def init(directory: Annotated[Path, typer.Argument(help="New or empty folder for
     try:
         recipe = load_recipe(config)
         preflight(recipe, directory)
-        layout = init_workspace(directory, recipe)
+        with hold_output():  # DVC's hints to commit to git: the workspace commits by itself
+            layout = init_workspace(directory, recipe)
     except Exception as err:  # noqa: BLE001
         fail(err)
     typer.echo(f"Workspace ready at {layout.root}. Run: flywheel run --workspace {directory}")
@@ -33,20 +35,25 @@ def init(directory: Annotated[Path, typer.Argument(help="New or empty folder for
 
 def run(workspace: WorkspaceOpt = None, config: ConfigOpt = None,
         iterations: Annotated[int | None, typer.Option("--iterations", "-n", min=1,
-                                                       help="Iterations to run (default: the recipe's run.iterations).")] = None) -> None:
+                                                       help="Iterations to run (default: the recipe's run.iterations).")] = None,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the libraries' logs and warnings "
+                                              "as they come (they always go to the run's log file).")] = False) -> None:
     """Run the flywheel: warm-up once, then N iterations, each committed and tagged iter-NNNN.
 
     With no workspace named or found around the current folder, uses (and on first use creates) the
     default one from configs/tiny-arith.yaml. An iteration interrupted by a crash is resumed.
-    The lock, the recipe, its inputs and the engine are checked before Prefect starts; the run's
-    full log goes to .flywheel/logs/ in the workspace.
+    The lock, the recipe, its inputs and the engine are checked before Prefect starts. The console
+    shows one line per stage and the iteration table; everything else, the libraries' output
+    included, goes to the run's log file in .flywheel/logs/ of the workspace.
     """
     quiet_prefect()
     log = None
     try:
+        from flywheel.runlog import hold_output
         from tasks.workspace import require_data, workspace_lock
 
-        layout, created = run_workspace(workspace, config, create_default=True)  # a new one is checked first
+        # a new one is checked first; what creating it prints goes to the run's log
+        layout, created = run_workspace(workspace, config, create_default=True, quiet=hold_output(verbose))
         require_data(layout.root, complete=True)  # a clone before `dvc pull`: refused, nothing written
         with workspace_lock(layout):  # held for the whole run; the flow re-enters it
             if not created:
@@ -54,11 +61,12 @@ def run(workspace: WorkspaceOpt = None, config: ConfigOpt = None,
                 from tasks.recipe import load_recipe
 
                 preflight(load_recipe(layout.recipe), layout.root)  # the recipe, inputs, remote, engine
-            from flows.nightly import flywheel_flow  # Prefect starts only now
             from flywheel.runlog import run_log
             from tasks.iterations import load_records
 
-            with run_log(layout, "run") as log:
+            with run_log(layout, "run", verbose) as log:
+                from flows.nightly import flywheel_flow  # Prefect starts only now
+
                 flywheel_flow(str(layout.root), iterations)
         print_status(load_records(layout))
     except Exception as err:  # noqa: BLE001

@@ -1,6 +1,7 @@
 """A DuckDB connection over a workspace, for auditors who would rather ask in SQL.
 
-Views: `iterations` (run records), `metrics` (one wide row per iteration), `artifacts` and `deps`
+Views: `iterations` (run records), `metrics` (one wide row per iteration), `costs` and `stage_costs`
+(the cost report of each iteration, and of each of its stages), `artifacts` and `deps`
 (every out and dep in dvc.lock at every iter-* tag), and the Parquet tables `prompts`,
 `samples`, `scored`, `selected`, `calibration` (with an `iteration` column from the file path).
 Nothing is copied: the views read the JSON and Parquet files in place.
@@ -20,7 +21,10 @@ from tasks.lock_history import History
 ITERATION_TABLES = ("samples", "scored", "selected", "calibration", "eval_samples")
 RECORD_COLUMNS = ("{iteration: 'VARCHAR', status: 'VARCHAR', parent: 'VARCHAR', next_parent: 'VARCHAR', "
                   "started: 'TIMESTAMPTZ', finished: 'TIMESTAMPTZ', code: 'STRUCT(\"commit\" VARCHAR, dirty BOOLEAN)', "
-                  "packages: 'JSON', choice: 'JSON', metrics: 'JSON', gate: 'JSON', eval: 'JSON', promotion: 'JSON'}")
+                  "packages: 'JSON', choice: 'JSON', metrics: 'JSON', gate: 'JSON', eval: 'JSON', promotion: 'JSON', "
+                  "cost: 'JSON'}")
+COST_FIGURES = {"wall_s": "DOUBLE", "tokens_generated": "BIGINT", "tokens_per_s": "DOUBLE", "train_tokens": "BIGINT",
+                "train_tokens_per_s": "DOUBLE", "train_steps": "BIGINT", "peak_rss_mb": "DOUBLE"}
 
 
 def lit(value: str | int | list) -> str:
@@ -54,9 +58,28 @@ def _iterations_view(con: duckdb.DuckDBPyConnection, root: Path) -> bool:
                CAST(gate->'$.failures' AS VARCHAR[]) AS gate_failures,
                CAST(promotion->>'$.promoted' AS BOOLEAN) AS promoted,
                promotion->>'$.reason' AS reason,
-               packages, choice, metrics, gate, eval, promotion
+               packages, choice, metrics, gate, eval, promotion, cost
         FROM read_json({lit(str(pattern))}, columns={RECORD_COLUMNS}, format='auto')""")
     return True
+
+
+def _cost_views(con: duckdb.DuckDBPyConnection) -> None:
+    """`costs`: an iteration's totals, device and GPU-hours; `stage_costs`: one row per stage it ran."""
+    figures = ", ".join(f"TRY_CAST(cost->>'$.{k}' AS {t}) AS {k}" for k, t in COST_FIGURES.items())
+    con.execute(f"""
+        CREATE VIEW costs AS
+        SELECT iteration, {figures}, cost->>'$.device' AS device, TRY_CAST(cost->>'$.gpus' AS BIGINT) AS gpus,
+               TRY_CAST(cost->>'$.gpu_hours' AS DOUBLE) AS gpu_hours
+        FROM iterations WHERE cost IS NOT NULL""")
+    stage_figures = ", ".join(f"TRY_CAST(entry->>'$.{k}' AS {t}) AS {k}"
+                              for k, t in {**COST_FIGURES, "compute_s": "DOUBLE"}.items())
+    con.execute(f"""
+        CREATE VIEW stage_costs AS
+        SELECT iteration, stage, {stage_figures}, entry->>'$.process' AS process, device
+        FROM (SELECT iteration, stage, json_extract(cost, '$.stages."' || stage || '"') AS entry,
+                     cost->>'$.device' AS device
+              FROM (SELECT iteration, cost, unnest(json_keys(cost, '$.stages')) AS stage
+                    FROM iterations WHERE cost IS NOT NULL))""")
 
 
 def _metrics_view(con: duckdb.DuckDBPyConnection) -> None:
@@ -126,6 +149,7 @@ def connect(root: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     if _iterations_view(con, root):
         _metrics_view(con)
+        _cost_views(con)
     _lock_views(con, root)
     _parquet_views(con, root)
     return con

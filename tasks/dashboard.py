@@ -1,16 +1,18 @@
-"""The per-workspace dashboard: a PNG of the B-STaR metrics over iterations and a self-contained HTML page."""
+"""The per-workspace dashboard: a PNG of the B-STaR metrics over iterations, a self-contained HTML page
+with the iterations and their cost, and beside them the points each plot holds (dashboard.plot.json)."""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
+import json
 from pathlib import Path
 
 import polars as pl
 
 from tasks.atomic import write_text
-from tasks.report import pass_at_k_entry, status_row
+from tasks.report import cost_row, pass_at_k_entry, status_row
 
 CURVES = {
     "held-out test": [("test_pass@1", "pass@1 (greedy)"), ("test_pass@k", "pass@K")],
@@ -41,6 +43,11 @@ def _histogram(frame: pl.DataFrame) -> tuple[list[int], list[str], list[list[flo
 
 
 def render_png(frame: pl.DataFrame) -> bytes:
+    return render_figure(frame)[0]
+
+
+def render_figure(frame: pl.DataFrame) -> tuple[bytes, dict]:
+    """The PNG, and per panel the (iteration, value) points of each series as drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,8 +81,12 @@ def render_png(frame: pl.DataFrame) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    points = {a.get_title(): {**{line.get_label(): line.get_xydata().tolist() for line in a.lines},
+                              **{c.get_label(): [[r.get_x() + r.get_width() / 2, r.get_height()] for r in c]
+                                 for c in a.containers}}
+              for a in axes.flat}
     plt.close(fig)
-    return buf.getvalue()
+    return buf.getvalue(), points
 
 
 def render_html(frame: pl.DataFrame, png: bytes, title: str) -> str:
@@ -85,11 +96,18 @@ def render_html(frame: pl.DataFrame, png: bytes, title: str) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r[c]))}</td>" for c in cols) + "</tr>"
                    for r in frame.iter_rows(named=True))
+    cost_cols = [c for c in cost_row({}) if c in frame.columns and frame[c].drop_nulls().len()]
+    cost = ""
+    if cost_cols:
+        cost_head = "".join(f"<th>{html.escape(c)}</th>" for c in ("iteration", *cost_cols))
+        cost_body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r[c]))}</td>" for c in ("iteration", *cost_cols))
+                            + "</tr>" for r in frame.iter_rows(named=True))
+        cost = f"<h2>Cost</h2><table><tr>{cost_head}</tr>{cost_body}</table>"
     img = base64.b64encode(png).decode()
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style>
 </head><body><h1>{html.escape(title)}</h1><img alt="metrics over iterations" src="data:image/png;base64,{img}">
-<h2>Iterations</h2><table><tr>{head}</tr>{body}</table></body></html>
+<h2>Iterations</h2><table><tr>{head}</tr>{body}</table>{cost}</body></html>
 """
 
 
@@ -101,11 +119,12 @@ def _cell(v) -> str:
 
 def write_dashboard(records: list[dict], out_dir: Path, title: str = "flywheel report") -> dict[str, Path]:
     frame = metrics_frame(records)
-    png = render_png(frame)
+    png, points = render_figure(frame)
     out_dir.mkdir(parents=True, exist_ok=True)
     png_path = out_dir / "dashboard.png"
     tmp = png_path.with_suffix(".png.tmp")
     tmp.write_bytes(png)
     tmp.replace(png_path)
     html_path = write_text(out_dir / "dashboard.html", render_html(frame, png, title))
-    return {"png": png_path, "html": html_path}
+    points_path = write_text(out_dir / "dashboard.plot.json", json.dumps(points, indent=1, sort_keys=True) + "\n")
+    return {"png": png_path, "html": html_path, "points": points_path}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.atomic import read_json, write_json, write_text
+from tasks.costs import iteration_cost
 from tasks.dispatch import dispatched_device
 from tasks.layout import Layout, iteration_id, tag_for
 from tasks.numerics import record as numerics_record
@@ -132,6 +133,7 @@ def finish_iteration(layout: Layout, it: str, *, started: str, status: str) -> d
         "device": dispatched_device(layout, it) or compute_device(),  # a GPU worker's, when a stage ran there
         "numerics": numerics_record(load_recipe(_params_of(layout, it)).numerics),  # what the stages were pinned to
     }
+    record["cost"] = iteration_cost(layout, it, record["device"])  # wall time, tokens, memory (tasks/costs.py)
     mark_progress(layout, f"finish@{it}")
     write_json(layout.record(it), record)
     write_plot_data(layout)

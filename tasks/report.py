@@ -34,7 +34,37 @@ def status_row(record: dict) -> dict:
         "selected": metrics.get("n_selected"), "gate": (record.get("gate") or {}).get("passed"),
         "test_pass@1": ev.get("pass@1"), "test_pass@k": pass_k,
         "promoted": promo.get("promoted"), "next_parent": record.get("next_parent"),
+        **cost_row(record),
     }
+
+
+def cost_row(record: dict) -> dict:
+    """The iteration's cost totals (tasks/costs.py); None where the record predates them."""
+    cost = record.get("cost") or {}
+    return {"wall_s": cost.get("wall_s"), "tokens_generated": cost.get("tokens_generated"),
+            "gen_tokens_per_s": cost.get("tokens_per_s"), "train_tokens": cost.get("train_tokens"),
+            "train_tokens_per_s": cost.get("train_tokens_per_s"), "train_steps": cost.get("train_steps"),
+            "peak_rss_mb": cost.get("peak_rss_mb"), "gpu_hours": cost.get("gpu_hours")}
+
+
+COST_COLUMNS = ("wall_s", "compute_s", "peak_rss_mb", "tokens_generated", "tokens_per_s", "train_tokens",
+                "train_tokens_per_s", "train_steps", "process")
+
+
+def cost_markdown(record: dict) -> list[str]:
+    """The cost report as Markdown lines: totals, then one row per stage."""
+    cost = record.get("cost")
+    if not cost:
+        return []
+    gpu = f", {cost['gpu_hours']} GPU-hours on {cost['gpus']} GPU(s)" if cost.get("gpu_hours") else ""
+    lines = ["", f"**Cost:** {_fmt(cost['wall_s'])} s wall on {cost.get('device')}{gpu}; "
+                 f"{_fmt(cost.get('tokens_generated'))} tokens generated ({_fmt(cost.get('tokens_per_s'))} tokens/s), "
+                 f"{_fmt(cost.get('train_tokens'))} training tokens ({_fmt(cost.get('train_tokens_per_s'))} tokens/s, "
+                 f"{_fmt(cost.get('train_steps'))} steps), peak RSS {_fmt(cost.get('peak_rss_mb'))} MB", "",
+             "| stage | " + " | ".join(COST_COLUMNS) + " |", "|---" * (len(COST_COLUMNS) + 1) + "|"]
+    lines += [f"| {stage} | " + " | ".join(_fmt(entry.get(c)) for c in COST_COLUMNS) + " |"
+              for stage, entry in cost["stages"].items()]
+    return lines
 
 
 def iteration_markdown(record: dict, dashboard: Path | None = None, data_docs: Path | None = None) -> str:
@@ -47,6 +77,7 @@ def iteration_markdown(record: dict, dashboard: Path | None = None, data_docs: P
     gate = record.get("gate") or {}
     if gate.get("failures"):
         lines += ["", "**Gate failures:**", *[f"- {f}" for f in gate["failures"]]]
+    lines += cost_markdown(record)
     if dashboard is not None:
         lines += ["", f"Dashboard (all iterations): [{dashboard.name}](file://{dashboard})"]
     if data_docs is not None and data_docs.is_file():

@@ -29,37 +29,23 @@ def run_stage_isolated(layout: Layout, stage: str, it: str | None = None, usage:
     """`run_stage` in a child process; its errors are re-raised here as the same exception type.
 
     `usage`, when given, receives `peak_rss_mb`: the largest resident set of the child and of the
-    processes it waited for (tasks/costs.py)."""
+    processes it waited for (tasks/costs.py), as the child measured it."""
     recipe = stage_recipe(layout, it if stage in ITERATION_STAGES else None)
     with tempfile.TemporaryDirectory(prefix="flywheel-stage-") as scratch:
         out = Path(scratch) / "result.pkl"
         env = {**os.environ, **stage_env(recipe.numerics), "FLYWHEEL_STAGE_PARENT": str(os.getpid())}
         cmd = [sys.executable, "-m", "tasks.stage_process", str(layout.root), stage, it or "", str(out)]
-        code, peak_kib = _run_child(cmd, env)
-        if usage is not None:
-            usage["peak_rss_mb"] = round(peak_kib / 1024, 1)
+        # the child's stdout goes to our stderr: stdout belongs to the command (e.g. `--json`)
+        proc = subprocess.run(cmd, env=env, stdout=sys.stderr.fileno(), stdin=subprocess.DEVNULL)
         if not out.is_file():
-            raise StageProcessError(f"stage {stage}{'@' + it if it else ''} died with exit code {code} "
+            raise StageProcessError(f"stage {stage}{'@' + it if it else ''} died with exit code {proc.returncode} "
                                     "before reporting a result (killed, or out of memory?)")
-        ok, payload = pickle.loads(out.read_bytes())
+        ok, payload, peak_rss_mb = pickle.loads(out.read_bytes())
+    if usage is not None:
+        usage["peak_rss_mb"] = peak_rss_mb
     if ok:
         return payload
     raise payload
-
-
-def _run_child(cmd: list[str], env: dict) -> tuple[int, int]:
-    """Run the child to its end: (exit code, peak RSS in KiB). wait4 reports the usage of this child
-    alone, which `resource.RUSAGE_CHILDREN` would mix with every earlier one."""
-    # the child's stdout goes to our stderr: stdout belongs to the command (e.g. `--json`)
-    proc = subprocess.Popen(cmd, env=env, stdout=sys.stderr.fileno(), stdin=subprocess.DEVNULL)
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss
 
 
 def _die_with_parent() -> None:
@@ -100,8 +86,10 @@ def main(argv: list[str]) -> int:
         if not isinstance(err, FlywheelError):
             traceback.print_exc()
         result, code = (False, _portable(err)), 1
+    from tasks.costs import own_peak_rss_mb
+
     tmp = Path(out).with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(result))
+    tmp.write_bytes(pickle.dumps((*result, own_peak_rss_mb(children=True))))
     os.replace(tmp, out)
     sys.stdout.flush()
     return code

@@ -118,7 +118,9 @@ def micro_workspace(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("e2e")
     recipe = write_recipe(base / "micro.yaml")
     ws = base / "ws"
-    flywheel("run", "--workspace", str(ws), "--config", str(recipe), "--iterations", "2")
+    proc = flywheel("run", "--workspace", str(ws), "--config", str(recipe), "--iterations", "2")
+    (base / "run.stdout").write_text(proc.stdout)  # the piped console, for tests/test_runlog.py
+    (base / "run.stderr").write_text(proc.stderr)
     return ws
 
 
