@@ -117,6 +117,27 @@ def test_every_package_is_walked(pkg):
     assert any(m.startswith(pkg + ".") for m in GRAPH.nodes), f"no modules found under {pkg}/"
 
 
+def test_the_entry_points_recorded_workspaces_name_still_resolve():
+    """dvc.yaml calls `flywheel stage NAME`; prefect.yaml deploys `flows/nightly.py:flywheel_flow`."""
+    import importlib
+
+    import yaml
+
+    from flywheel.cli import app
+    from tasks.pipeline import BOOTSTRAP_STAGES, ITERATION_STAGES, _stage_fns
+
+    pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    commands = [s.get("cmd") or s["do"]["cmd"] for s in pipeline["stages"].values()]
+    assert all(c.startswith("flywheel stage ") for c in commands)
+    named = {c.split()[2] for c in commands}
+    assert named == set(BOOTSTRAP_STAGES) | set(ITERATION_STAGES) == set(_stage_fns())
+    assert "stage" in {c.name for c in app.registered_commands}
+    for deployment in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]:
+        path, func = deployment["entrypoint"].split(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        assert getattr(module, func).name == "flywheel"
+
+
 if __name__ == "__main__":  # the figures: python tests/test_import_graph.py
     import json
 
