@@ -2,6 +2,10 @@
 `generate`, on the same prompts, model and sample count.
 
     python bench/backend_speed.py --model data/workspaces/default/models/0000 --prompts 200 --k 8
+    python bench/backend_speed.py --model smollm2-135m-instruct --prompts 64 --k 4 --max-new-tokens 128
+
+`--model` is a saved model folder, or a GGUF file / packaged GGUF name (model.init type gguf), which
+is dequantised into a temporary folder first. Prompts render through the model's chat template.
 
 Each backend runs in its own fresh interpreter. Prints engine start time, generation time and
 generated tokens per second, and the tokens/s ratio vLLM / HF.
@@ -13,6 +17,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,21 +65,38 @@ def main() -> None:
         print(json.dumps(measure(args.one, args.model, args.prompts_table, args.prompts, args.k,
                                  args.max_new_tokens, args.temperature)))
         return
-    results = {}
-    for backend in ("hf", "vllm"):
-        proc = subprocess.run([sys.executable, __file__, "--one", backend, "--model", args.model,
-                               "--prompts-table", args.prompts_table, "--prompts", str(args.prompts),
-                               "--k", str(args.k), "--max-new-tokens", str(args.max_new_tokens),
-                               "--temperature", str(args.temperature)],
-                              capture_output=True, text=True, env={**__import__("os").environ, "FLYWHEEL_PROGRESS": "0"})
-        if proc.returncode:
-            sys.exit(f"{backend} failed:\n{proc.stderr[-2000:]}")
-        results[backend] = json.loads(proc.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory(prefix="flywheel-bench-") as scratch:
+        model = _model_folder(args.model, Path(scratch))
+        results = {b: _run_one(b, model, args) for b in ("hf", "vllm")}
     rows = [[r["backend"], r["start_s"], r["generate_s"], r["samples"], r["tokens"], r["tokens_per_s"]]
             for r in results.values()]
     rows.append(["ratio vllm / hf", "", "", "", "", results["vllm"]["tokens_per_s"] / results["hf"]["tokens_per_s"]])
-    print_table(f"generation: {args.prompts} prompts x {args.k} samples, max {args.max_new_tokens} new tokens",
-                ["backend", "engine start s", "generate s", "samples", "tokens", "tokens/s"], rows)
+    print_table(f"generation ({args.model}): {args.prompts} prompts x {args.k} samples, max {args.max_new_tokens} "
+                "new tokens", ["backend", "engine start s", "generate s", "samples", "tokens", "tokens/s"], rows)
+
+
+def _model_folder(ref: str, scratch: Path) -> str:
+    """A model folder for `ref`: as given, or a GGUF file dequantised into `scratch`."""
+    from tasks.gguf_import import PACKAGED, import_gguf
+
+    if ref not in PACKAGED and not ref.endswith(".gguf"):
+        return ref
+    import_gguf(ref, None, "float32", scratch / "model")
+    return str(scratch / "model")
+
+
+def _run_one(backend: str, model: str, args) -> dict:
+    """One backend in a fresh interpreter, so neither engine's start-up state helps the other."""
+    import os
+
+    proc = subprocess.run([sys.executable, __file__, "--one", backend, "--model", model,
+                           "--prompts-table", args.prompts_table, "--prompts", str(args.prompts),
+                           "--k", str(args.k), "--max-new-tokens", str(args.max_new_tokens),
+                           "--temperature", str(args.temperature)],
+                          capture_output=True, text=True, env={**os.environ, "FLYWHEEL_PROGRESS": "0"})
+    if proc.returncode:
+        sys.exit(f"{backend} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
