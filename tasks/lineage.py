@@ -221,6 +221,7 @@ def iteration_lineage(root: Path, it: str | int, *, history: History | None = No
                 "next_parent": record.get("next_parent"), "started": record.get("started"),
                 "finished": record.get("finished"), "code": record.get("code"), "packages": record.get("packages")},
         "chain": roles,
+        "base_source": _base_source(L),
         "choice": h.json(it, L.rel(L.choice(it))) or record.get("choice"),
         "gate": h.json(it, L.rel(L.gate(it))) or record.get("gate"),
         "evaluation": h.json(it, L.rel(L.eval(it))) or record.get("eval"),
@@ -230,6 +231,14 @@ def iteration_lineage(root: Path, it: str | int, *, history: History | None = No
         "ancestry": _ancestry(lock, producers, roles.get("checkpoint") or roles.get("parent_model")),
         "runs": _runs(h, {lock[n].iteration for n in names}),
     }
+
+
+def _base_source(L) -> dict | None:
+    """Where the base model's weights came from, when it was imported from a GGUF file (its hash and
+    package or path; written by the `base` stage into the folder, which never changes in a workspace)."""
+    from tasks.gguf_import import read_source
+
+    return read_source(L.base_model) if L.base_model.is_dir() else None
 
 
 def _normalise_path(root: Path, query: str) -> str:

