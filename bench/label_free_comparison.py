@@ -70,10 +70,13 @@ def run_arm(recipe_data: dict, root: Path, iterations: int, bootstrap: Path | No
     else:
         for rel in SHARED:
             shutil.copytree(bootstrap / rel, root / rel, dirs_exist_ok=True)
-        same_reward = recipe.verifier == load_recipe(Layout(bootstrap).recipe).verifier
-        if same_reward:
+        source = load_recipe(Layout(bootstrap).recipe)
+        differs = [s for s in ("prompts", "model", "warmup") if getattr(source, s) != getattr(recipe, s)]
+        if differs or source.run.seed != recipe.run.seed:
+            raise SystemExit(f"{bootstrap}: its iteration 0 was made with other {differs or ['run.seed']} settings")
+        if (recipe.verifier, recipe.reward) == (source.verifier, source.reward):
             shutil.copytree(bootstrap / "models/reward", root / "models/reward", dirs_exist_ok=True)
-        else:  # the reward model learns from the verifier's labels
+        else:  # the reward model learns from the verifier's labels (or is off)
             run_stage(layout, "reward")
     parent, table = "0000", {}
     for i in range(1, iterations + 1):
@@ -115,6 +118,9 @@ def main() -> None:
                     help="override a recipe key in every arm (e.g. pool.prompts_per_iteration=300)")
     ap.add_argument("--arms", default="labelled,label-free,dpo", help="comma-separated subset of the arms")
     ap.add_argument("--keep", type=Path, help="keep the arms' folders here instead of a temporary folder")
+    ap.add_argument("--bootstrap-from", type=Path,
+                    help="copy iteration 0 (prompts, base, warm-up, baseline, reward) from this folder of an earlier "
+                         "run of the same recipe instead of computing it")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     sets = parse_sets(args.set)
@@ -123,13 +129,13 @@ def main() -> None:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="flywheel-labelfree-") as tmp:
         base = (args.keep or Path(tmp)).resolve()
-        first: Path | None = None
+        first: Path | None = args.bootstrap_from.resolve() if args.bootstrap_from else None
         for name in arms:
             data = _merge(yaml.safe_load((ROOT / ARMS[name]).read_text()), sets)
             root = base / name
             results[name] = run_arm(data, root, args.iterations, first)
             print(f"{name}: {results[name]['seconds']} s", flush=True)
-            first = first or root
+            first = root if first is None else first
         if "labelled" in results:
             start = time.perf_counter()
             control = run_control(Layout(base / "labelled"), args.iterations, base / "control")
