@@ -145,7 +145,7 @@ def run_workspace(option: Path | None, config: Path | None, *, create_default: b
     """The workspace `run` and `serve` act on, created from the recipe when it does not exist yet:
     one named by -w or FLYWHEEL_WORKSPACE, and the default one only when `create_default` (a
     discovered one always exists). A new workspace's recipe is validated before anything is written;
-    `quiet` (a context manager) holds what creating it prints."""
+    `quiet` (a context manager factory) holds what checking and creating it print."""
     from tasks.layout import Layout
     from tasks.workspace import DEFAULT_CONFIG, find_enclosing_workspace, looks_like_workspace, resolve_target
 
@@ -157,11 +157,13 @@ def run_workspace(option: Path | None, config: Path | None, *, create_default: b
     from tasks.recipe import load_recipe
     from tasks.workspace import init_workspace
 
+    quiet = quiet or contextlib.nullcontext
     recipe = load_recipe(config or DEFAULT_CONFIG)
-    preflight(recipe, target.root)
+    with quiet():  # the engine check imports vLLM, which logs as it loads
+        preflight(recipe, target.root)
     announce(target)
     typer.echo(f"Creating workspace {target.root}")
-    with quiet or contextlib.nullcontext():
+    with quiet():
         return init_workspace(target.root, recipe), True
 
 

@@ -53,14 +53,15 @@ def run(workspace: WorkspaceOpt = None, config: ConfigOpt = None,
         from tasks.workspace import require_data, workspace_lock
 
         # a new one is checked first; what creating it prints goes to the run's log
-        layout, created = run_workspace(workspace, config, create_default=True, quiet=hold_output(verbose))
+        layout, created = run_workspace(workspace, config, create_default=True, quiet=lambda: hold_output(verbose))
         require_data(layout.root, complete=True)  # a clone before `dvc pull`: refused, nothing written
         with workspace_lock(layout):  # held for the whole run; the flow re-enters it
             if not created:
                 from tasks.preflight import preflight
                 from tasks.recipe import load_recipe
 
-                preflight(load_recipe(layout.recipe), layout.root)  # the recipe, inputs, remote, engine
+                with hold_output(verbose):  # what the engine check prints goes to the run's log
+                    preflight(load_recipe(layout.recipe), layout.root)  # the recipe, inputs, remote, engine
             from flywheel.runlog import run_log
             from tasks.iterations import load_records
 
