@@ -129,3 +129,30 @@ def test_a_terminal_shows_one_summary_line_per_stage(tmp_path):
     assert "flywheel iterations" in raw and "You can now commit" not in raw
     log = next((tmp_path / "ws" / ".flywheel" / "logs").glob("*-run-*.log")).read_text()
     assert "Beginning flow run" in log
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_verbose_shows_the_libraries_output_which_otherwise_goes_to_the_log(tmp_path, capfd, verbose):
+    from flywheel.runlog import run_log
+    from tasks.layout import Layout
+
+    event = {"event": "stage-end", "stage": "select", "iteration": "0001", "index": 3, "total": 8, "wall_s": 1.25,
+             "figure": "selected 7", "skipped": False}
+    capfd.readouterr()
+    with run_log(Layout(tmp_path), "run", verbose=verbose) as path:
+        os.write(2, b"a library writes to fd 2\n")
+        subprocess.run([sys.executable, "-c", "print('a stage process prints')"], check=True)
+        logging.getLogger("tasks.select").info("a detail for the log")
+        logging.getLogger("flows.progress").info("select@0001 finished", extra={"flywheel_event": event})
+    out, err = capfd.readouterr()
+    text = path.read_text()
+    line = stage_line(event, "bootstrap")
+    assert line.split() == ["bootstrap", "select@0001", "1.2", "s", "selected", "7"]
+    assert out.splitlines()[-1] == line
+    assert "a detail for the log" in text and "select@0001 finished" in text
+    noise = ("a library writes to fd 2", "a stage process prints")
+    if verbose:
+        assert all(n in out + err for n in noise) and not any(n in text for n in noise)
+    else:
+        assert all(n in text for n in noise) and not any(n in out + err for n in noise)
+        assert out.splitlines() == [line]
