@@ -51,9 +51,13 @@ def stage_task(root: str, stage: str, it: str | None = None, resume: bool = Fals
     compute_s = time.monotonic() - started
     commit_stage(layout.root, name)
     wall_s = time.monotonic() - started
-    entry = costs.stage_cost(layout, stage, at, result, compute_s, usage.get("peak_rss_mb"), process)
-    costs.record_stage(layout, at, stage, entry | {"wall_s": round(wall_s, 2), "compute_s": round(compute_s, 2)})
-    figure = costs.key_figure(layout, stage, at, result)
+    try:  # the report of a stage that did its work must never fail it
+        entry = costs.stage_cost(layout, stage, at, result, compute_s, usage.get("peak_rss_mb"), process)
+        costs.record_stage(layout, at, stage, entry | {"wall_s": round(wall_s, 2), "compute_s": round(compute_s, 2)})
+        figure = costs.key_figure(layout, stage, at, result)
+    except Exception:  # noqa: BLE001 - logged with its traceback, in the run's log file
+        progress.warning("%s: no cost report", name, exc_info=True)
+        figure = ""
     progress.info("%s finished in %.1f s%s", name, wall_s, f": {figure}" if figure else "", extra={"flywheel_event": {
         "event": "stage-end", **position, "wall_s": round(wall_s, 2), "figure": figure, "skipped": False}})
     return result
