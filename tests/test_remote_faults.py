@@ -6,6 +6,7 @@ with the uninterrupted run's hashes. (An object deleted from the remote is named
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -41,12 +42,17 @@ STAGES = ("calibrate", "generate", "score", "select", "check", "train", "evaluat
 FAULTS = {"unwritable": (_unwritable, _writable_again), "removed": (_removed, _recreated)}
 
 
+STAGE_LINE = re.compile(r"^iteration \d+/\d+ +\S+@\d{4} ")
+
+
 def _error_line(ws: Path) -> str:
-    """The failed run's whole output (runs.log holds each run after a `===` header): one line."""
+    """The failed run's output (runs.log holds each run after a `===` header): the lines of the
+    stages that finished, then the error, in one line; nothing else (no traceback, no library noise)."""
     output = (ws.parent / "runs.log").read_text().rsplit("\n=== ", 1)[-1].splitlines()[1:]
     lines = [ln for ln in output if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), output[-40:]
-    return lines[0]
+    assert lines and lines[-1].startswith("error: "), output[-40:]
+    assert all(STAGE_LINE.match(ln) for ln in lines[:-1]), output[-40:]
+    return lines[-1]
 
 
 def _fault_mid_run(tmp_path: Path, reference: Path, fault: str, at: str) -> None:
