@@ -26,6 +26,12 @@ def _tokens(path) -> int:
     return int(pl.read_parquet(path)["n_tokens"].sum())
 
 
+def _rate_matches(rate: float, n: int, compute_s: float) -> bool:
+    """`rate` is n / the unrounded compute time, recorded to 0.01 s (and the rate to 0.1): a stage of
+    0.4 s is 1.25% off its rounded time, so the bound comes from the rounding, not a fixed share."""
+    return n / (compute_s + 0.005) - 0.05 <= rate <= n / max(compute_s - 0.005, 1e-9) + 0.05
+
+
 def test_each_iteration_records_what_its_stages_cost(micro_workspace):
     for it, stages in (("0000", BOOTSTRAP_STAGES), ("0001", ITERATION_STAGES), ("0002", ITERATION_STAGES)):
         cost = _record(micro_workspace, it)["cost"]
@@ -40,14 +46,14 @@ def test_each_iteration_records_what_its_stages_cost(micro_workspace):
     gen, ev = cost["stages"]["generate"], cost["stages"]["evaluate"]
     assert gen["tokens_generated"] == _tokens(d / "samples.parquet") > 0
     assert ev["tokens_generated"] == _tokens(d / "eval_samples.parquet") > 0
-    assert gen["tokens_per_s"] == pytest.approx(gen["tokens_generated"] / gen["compute_s"], rel=0.01)
+    assert _rate_matches(gen["tokens_per_s"], gen["tokens_generated"], gen["compute_s"])
     assert cost["tokens_generated"] == gen["tokens_generated"] + ev["tokens_generated"]
     train = cost["stages"]["train"]
     steps, batch = MICRO_RECIPE["train"]["max_steps"], MICRO_RECIPE["train"]["batch_size"]
     assert train["train_steps"] == cost["train_steps"] == steps
     # every batch holds `batch` examples of at least one prompt token and one answer token
     assert train["train_tokens"] >= steps * batch * 2
-    assert train["train_tokens_per_s"] == pytest.approx(train["train_tokens"] / train["compute_s"], rel=0.01)
+    assert _rate_matches(train["train_tokens_per_s"], train["train_tokens"], train["compute_s"])
     warmup = _record(micro_workspace, "0000")["cost"]["stages"]["warmup"]
     assert warmup["train_steps"] == MICRO_RECIPE["warmup"]["max_steps"] and warmup["train_tokens"] > 0
 
