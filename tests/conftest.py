@@ -86,6 +86,20 @@ def write_recipe(path: Path, overrides: dict | None = None) -> Path:
     return path
 
 
+def scaled_recipe(shipped: Path, sizes: dict, dest: Path) -> Path:
+    """A shipped recipe with only the dotted `sizes` keys changed (each must exist in it), at `dest`."""
+    data = yaml.safe_load(shipped.read_text())
+    for dotted, value in sizes.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        assert leaf in node, f"{dotted} is not a key of {shipped.name}"
+        node[leaf] = value
+    dest.write_text(yaml.safe_dump(data))
+    return dest
+
+
 @pytest.fixture
 def micro_recipe(tmp_path) -> Path:
     return write_recipe(tmp_path / "micro.yaml")

