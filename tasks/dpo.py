@@ -69,13 +69,8 @@ def dpo(init_model: str | Path, pairs: pl.DataFrame, cfg: TrainConfig, seed: int
     with tempfile.TemporaryDirectory(prefix="flywheel-dpo-") as scratch:
         args = dpo_config(cfg, seed, precision, ckpt_dir or Path(scratch), quiet)
         main = args.process_index == 0
-        start = None
-        if ckpt_dir is not None:
-            key = resume.run_key(model_fingerprint(init_model), rows, cfg.model_dump_json(), seed)
-            if main:
-                resume.prepare(ckpt_dir, key)
-            args.distributed_state.wait_for_everyone()
-            start = resume.latest_checkpoint(ckpt_dir)
+        start = None if ckpt_dir is None else resume.start_point(
+            ckpt_dir, resume.run_key(model_fingerprint(init_model), rows, cfg.model_dump_json(), seed), args)
         model = sft_setup.load_train_model(init_model, cfg, precision)
         ref = None if cfg.lora else load_causal_lm(init_model, dtype="float32" if precision == "fp32" else
                                                    {"bf16": "bfloat16", "fp16": "float16"}[precision], device="cpu")

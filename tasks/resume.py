@@ -51,3 +51,12 @@ def prepare(folder: Path, key: str) -> Path | None:
 
 def clear(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def start_point(folder: Path, key: str, args) -> Path | None:
+    """The checkpoint a training run resumes from: the main process first clears checkpoints of a
+    different run (`key`), every process then waits and reads the latest one left (None: start fresh)."""
+    if args.process_index == 0:
+        prepare(folder, key)
+    args.distributed_state.wait_for_everyone()
+    return latest_checkpoint(folder)

@@ -102,15 +102,10 @@ def sft(init_model: str | Path, examples: pl.DataFrame, cfg: TrainConfig, seed: 
     with tempfile.TemporaryDirectory(prefix="flywheel-train-") as scratch:
         args = sft_setup.sft_config(cfg, seed, precision, ckpt_dir or Path(scratch), quiet)
         main = args.process_index == 0
-        start = None
-        if ckpt_dir is not None:
-            key = resume.run_key(model_fingerprint(init_model), data, cfg.model_dump_json(), seed)
-            if main:
-                resume.prepare(ckpt_dir, key)
-            args.distributed_state.wait_for_everyone()
-            start = resume.latest_checkpoint(ckpt_dir)
-            if start is not None:
-                log.info("resuming training from %s", start)
+        start = None if ckpt_dir is None else resume.start_point(
+            ckpt_dir, resume.run_key(model_fingerprint(init_model), data, cfg.model_dump_json(), seed), args)
+        if start is not None:
+            log.info("resuming training from %s", start)
         model = sft_setup.load_train_model(init_model, cfg, precision)
         trainer = sft_setup.trainer_class(cfg.fused_loss)(
             model=model, args=args, train_dataset=Dataset.from_list(data), processing_class=tokenizer,
