@@ -37,7 +37,7 @@ ifneq ($(GPU),1)
 endif
 	touch $(STAMP)
 
-# The unit_tests verifier's sandbox needs bubblewrap and libseccomp (tasks/sandbox_host.py); as root on
+# The unit_tests verifier's sandbox needs bubblewrap and libseccomp (tasks/verify/sandbox/host.py); as root on
 # Debian/Ubuntu they are installed here, elsewhere a note says what to install.
 system-packages:
 	@if command -v bwrap >/dev/null && ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2'; then :; \

@@ -31,8 +31,8 @@ def measure(backend: str, model: str, prompts_path: str, n_prompts: int, k: int,
     """One backend, in this process: start the engine, then sample k per prompt."""
     import polars as pl
 
-    from tasks.backends import SamplingSpec, make_backend
-    from tasks.config import GenerateConfig
+    from tasks.models.backends import SamplingSpec, make_backend
+    from tasks.config.recipe import GenerateConfig
 
     prompts = (pl.read_parquet(prompts_path).filter(pl.col("split") == "train").sort("prompt_id")
                .head(n_prompts).select("prompt_id", "text"))
@@ -77,7 +77,7 @@ def main() -> None:
 
 def _model_folder(ref: str, scratch: Path) -> str:
     """A model folder for `ref`: as given, or a GGUF file dequantised into `scratch`."""
-    from tasks.gguf_import import PACKAGED, import_gguf
+    from tasks.models.gguf_import import PACKAGED, import_gguf
 
     if ref not in PACKAGED and not ref.endswith(".gguf"):
         return ref

@@ -28,8 +28,8 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import print_table, timed  # noqa: E402
-from tasks.bstar_metrics import iteration_metrics  # noqa: E402
-from tasks.calibration_grid import calibration_grid, choose  # noqa: E402
+from tasks.metrics.bstar import iteration_metrics  # noqa: E402
+from tasks.metrics.calibration_grid import calibration_grid, choose  # noqa: E402
 
 THRESHOLDS = [round(-1 + i / 100, 2) for i in range(201)]
 FILLERS = ["", " Let me add.", " We compute the sum step by step.", " First, add the numbers.",

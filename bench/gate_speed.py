@@ -1,6 +1,6 @@
 """Speed of the Great Expectations data gate on a big selected table, against a plain GX suite.
 
-Goal: validating a 1,000,000-row selected table plus its metrics with `tasks.expectations.
+Goal: validating a 1,000,000-row selected table plus its metrics with `tasks.metrics.expectations.
 validate_tables` (all suites: schema, row-level, aggregates, leakage, messages, metrics), Parquet
 read included, takes <= 5 s on 2 CPU cores. The baseline is what a first GX gate would do: read
 the same Parquet file, convert its flat columns to pandas, and validate a plain 6-expectation
@@ -27,8 +27,8 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import best_of, print_table  # noqa: E402
-from tasks.config import CheckConfig  # noqa: E402
-from tasks.schema import MESSAGE, SELECTED, write_table  # noqa: E402
+from tasks.config.recipe import CheckConfig  # noqa: E402
+from tasks.data.schema import MESSAGE, SELECTED, write_table  # noqa: E402
 
 
 def synthetic_selected(rows: int, k: int, seed: int = 0) -> pl.DataFrame:
@@ -77,7 +77,7 @@ def baseline(path: Path, flat_only: bool) -> bool:
 
 
 def gate(path: Path, metrics_path: Path, test_ids: list[str], docs: Path | None) -> dict:
-    from tasks.expectations import validate_tables
+    from tasks.metrics.expectations import validate_tables
 
     selected = pl.read_parquet(path)
     metrics = json.loads(metrics_path.read_text())

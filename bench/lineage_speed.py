@@ -28,7 +28,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import best_of, print_table  # noqa: E402
-from tasks.provenance import CODE_ROOT  # noqa: E402
+from tasks.workspace.provenance import CODE_ROOT  # noqa: E402
 
 GIT_ENV = ["-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "commit.gpgsign=false"]
 
@@ -145,7 +145,7 @@ def _tables(root: Path, it: str, n_prompts: int, k: int, pass_rate: float, cap: 
 
 def synthesize(root: Path, iterations: int = 30, n_prompts: int = 64, k: int = 8) -> Path:
     """A workspace with `iterations` tagged iterations (plus the iter-0000 baseline)."""
-    from tasks.recipe import load_recipe, recipe_to_yaml
+    from tasks.config.loading import load_recipe, recipe_to_yaml
 
     root.mkdir(parents=True)
     template = yaml.safe_load((CODE_ROOT / "dvc.yaml").read_text())
@@ -259,10 +259,10 @@ def main() -> None:
     print(f"synthesised {args.iterations} iterations in {time.perf_counter() - start:.1f} s "
           f"(dvc.lock at the last tag: {lock_kb:.0f} KiB) at {root}")
 
-    from tasks.audit_sql import query
-    from tasks.diff import diff
-    from tasks.lineage import find_artifact, iteration_log
-    from tasks.lock_history import History
+    from tasks.audit.sql import query
+    from tasks.audit.diff import diff
+    from tasks.audit.lineage import find_artifact, iteration_log
+    from tasks.audit.lock_history import History
 
     ckpt = History(root).lock("0002")["train@0002"].outs[0].md5[:10]
     last = str(args.iterations)

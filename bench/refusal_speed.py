@@ -29,8 +29,8 @@ from bench._common import print_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL_S = 2.0
-HOLDER = ("import sys; from pathlib import Path; from tasks.layout import Layout; "
-          "from tasks.workspace import workspace_lock\n"
+HOLDER = ("import sys; from pathlib import Path; from tasks.workspace.layout import Layout; "
+          "from tasks.workspace.repo import workspace_lock\n"
           "with workspace_lock(Layout(Path(sys.argv[1]))):\n"
           "    print('ready', flush=True); sys.stdin.read()")
 

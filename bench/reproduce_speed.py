@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from bench._common import print_table
-from tasks.atomic import read_json
-from tasks.layout import Layout, iteration_id
+from tasks.workspace.atomic import read_json
+from tasks.workspace.layout import Layout, iteration_id
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 Each of the fixture's 12 reference solutions is scored `--copies` times (distinct code per copy,
 so nothing is deduplicated) by `CodeTestsVerifier` at `--workers` sandboxes at a time; the
 baseline runs the same programs (code, then its tests) through the audit-hook sandbox of
-`--baseline-rev` (tasks/sandbox.py and tasks/sandbox_child.py taken from git), with the same
+`--baseline-rev` (tasks/verify/sandbox/run.py and tasks/verify/sandbox/child.py taken from git), with the same
 thread pool. Interleaved repeats, best of `--repeats`. The overhead table times one sample at a
 time (median and 90th percentile): a bare interpreter start, the bwrap sandbox around it, and a
 whole sample in each sandbox.
@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._common import best_of, print_table  # noqa: E402
-from tasks.code_verifier import CodeTestsVerifier, parse_tests  # noqa: E402
-from tasks.config import MBPPSource, SandboxLimits  # noqa: E402
-from tasks.mbpp import mbpp_prompts  # noqa: E402
-from tasks.prepare import _read_prompt_file  # noqa: E402
+from tasks.verify.code_verifier import CodeTestsVerifier, parse_tests  # noqa: E402
+from tasks.config.recipe import MBPPSource, SandboxLimits  # noqa: E402
+from tasks.data.mbpp import mbpp_prompts  # noqa: E402
+from tasks.stages.prepare import _read_prompt_file  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "mbpp" / "mbpp_tiny.jsonl"
 BASELINE_REV = "fa65b5b"  # the last commit with the audit-hook sandbox
@@ -96,9 +96,9 @@ def main() -> None:
     limits = SandboxLimits(workers=workers)
     samples, prompts = workload(args.copies)
     verifier = CodeTestsVerifier(limits)
-    from tasks.sandbox import require_sandbox, run_tests
-    from tasks.sandbox_host import bwrap_command, runtime, sandbox_ids
-    from tasks.sandbox_seccomp import program_fd
+    from tasks.verify.sandbox.run import require_sandbox, run_tests
+    from tasks.verify.sandbox.host import bwrap_command, runtime, sandbox_ids
+    from tasks.verify.sandbox.seccomp import program_fd
 
     require_sandbox()  # one-time set-up (runtime mirror, trial run) stays out of the timings
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,7 +2,7 @@
 
 The nightly run calls `dispatch_stage` in place of running the stage locally; it starts the
 `flywheel-stage` deployment as a subflow with `run_deployment` and waits for it. Data moves only
-through the DVC remote (see `tasks.dispatch` for the protocol and its checks).
+through the DVC remote (see `tasks.placement.dispatch` for the protocol and its checks).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from tasks.atomic import write_json
-from tasks.config import StageDispatch
-from tasks.dispatch import (DispatchError, DispatchRequest, RunCacheMiss, WorkerReport, build_request,
+from tasks.workspace.atomic import write_json
+from tasks.config.recipe import StageDispatch
+from tasks.placement.dispatch import (DispatchError, DispatchRequest, RunCacheMiss, WorkerReport, build_request,
                             check_report, collect_outputs, push_inputs)
-from tasks.layout import Layout
+from tasks.workspace.layout import Layout
 from tasks.pipeline import dvc_stage_name
 
 WORKER_FLOW = "flywheel-stage"
@@ -26,10 +26,10 @@ REPORT_KEY = "flywheel-stage-report"
 
 @flow(name=WORKER_FLOW, log_prints=True)
 def stage_worker_flow(request: DispatchRequest) -> dict:
-    """Run one flywheel stage on this worker, in a throw-away workspace skeleton (see tasks.dispatch_worker)."""
+    """Run one flywheel stage on this worker, in a throw-away workspace skeleton (see tasks.placement.dispatch_worker)."""
     from prefect.artifacts import create_markdown_artifact
 
-    from tasks.dispatch_worker import run_request
+    from tasks.placement.dispatch_worker import run_request
 
     with tempfile.TemporaryDirectory(prefix="flywheel-stage-") as tmp:
         report = run_request(request, Path(tmp))

@@ -9,15 +9,15 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.stage_tasks import stage
-from tasks import costs
-from tasks.atomic import read_json
+from tasks.metrics import costs
+from tasks.workspace.atomic import read_json
 from tasks.errors import GateFailedError
-from tasks.dashboard import write_dashboard
-from tasks.iterations import NextIteration, finish_iteration, load_records, start_iteration, ungate
-from tasks.layout import Layout
+from tasks.audit.dashboard import write_dashboard
+from tasks.workspace.iterations import NextIteration, finish_iteration, load_records, start_iteration, ungate
+from tasks.workspace.layout import Layout
 from tasks.pipeline import BASELINE, BOOTSTRAP_STAGES, GATED_STAGES, ITERATION_STAGES
-from tasks.report import iteration_markdown
-from tasks.versioning import tags
+from tasks.audit.report import iteration_markdown
+from tasks.workspace.versioning import tags
 
 
 @flow(name="flywheel-bootstrap")

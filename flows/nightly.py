@@ -8,10 +8,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.iteration import bootstrap_flow, iteration_flow
-from tasks.iterations import plan_next
-from tasks.recipe import load_recipe
-from tasks.recovery import recover
-from tasks.workspace import open_workspace, workspace_lock
+from tasks.workspace.iterations import plan_next
+from tasks.config.loading import load_recipe
+from tasks.workspace.recovery import recover
+from tasks.workspace.repo import open_workspace, workspace_lock
 
 progress = logging.getLogger("flows.progress")  # the console's iteration lines (flywheel/runlog.py)
 

@@ -1,7 +1,7 @@
 """Map a stage's shards over Dask workers with Prefect's DaskTaskRunner (the `dask` extra).
 
 A nested flow run per sharded stage: one task run per shard, shown in the Prefect UI. The
-stage (tasks/shards.py) plans the shards and merges their files; this module only runs them.
+stage (tasks/placement/shards.py) plans the shards and merges their files; this module only runs them.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 
-from tasks.config import ScaleConfig
+from tasks.config.recipe import ScaleConfig
 from tasks.errors import ConfigError
-from tasks.shards import GenerateShard, ScoreShard, ShardFailedError, run_shard
+from tasks.placement.shards import GenerateShard, ScoreShard, ShardFailedError, run_shard
 
 
 # No task retries: the stage task around this flow already retries, and a deterministic error

@@ -9,12 +9,12 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import costs
-from tasks.dispatch import stage_dispatch
-from tasks.layout import Layout
+from tasks.metrics import costs
+from tasks.placement.dispatch import stage_dispatch
+from tasks.workspace.layout import Layout
 from tasks.pipeline import BASELINE, BOOTSTRAP_STAGES, ITERATION_STAGES, dvc_stage_name, run_stage, stage_recipe
-from tasks.recovery import mark_progress
-from tasks.versioning import commit_stage, stage_is_current
+from tasks.workspace.recovery import mark_progress
+from tasks.workspace.versioning import commit_stage, stage_is_current
 
 # Every stage rewrites its outputs atomically from its inputs, so a retry is safe; training is
 # not retried automatically because a failure there is rarely transient.
@@ -27,7 +27,7 @@ progress = logging.getLogger("flows.progress")  # structured events: `flywheel_e
 def stage_task(root: str, stage: str, it: str | None = None, resume: bool = False) -> dict | None:
     """Run one stage and record it in dvc.lock; when resuming, skip it if DVC says it is current.
 
-    Its wall time, peak memory and tokens go to the iteration's cost report (tasks/costs.py), and
+    Its wall time, peak memory and tokens go to the iteration's cost report (tasks/metrics/costs.py), and
     its start and end to the `flows.progress` log (the console's stage lines)."""
     layout = Layout(Path(root))
     name = dvc_stage_name(stage, it)
@@ -70,8 +70,8 @@ def _stages_of(it: str | None) -> tuple[str, ...]:
 def _run_here(layout: Layout, stage: str, it: str | None, usage: dict) -> tuple[dict | None, str]:
     """In a process of its own (the default), or in this one when the recipe says so or the stage
     fans out to Dask workers from here. Returns the result and which process ran it."""
-    from tasks.shards import is_sharded
-    from tasks.stage_process import run_stage_isolated
+    from tasks.placement.shards import is_sharded
+    from tasks.placement.stage_process import run_stage_isolated
 
     recipe = stage_recipe(layout, it if stage in ITERATION_STAGES else None)
     if is_sharded(recipe, stage):

@@ -16,10 +16,10 @@ def status(workspace: WorkspaceOpt = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
     """List the workspace's iterations with their metrics and promotion decisions."""
     try:
-        from tasks.iterations import load_records
-        from tasks.report import status_row
+        from tasks.workspace.iterations import load_records
+        from tasks.audit.report import status_row
 
-        from tasks.layout import Layout
+        from tasks.workspace.layout import Layout
 
         records = load_records(Layout(audit_workspace(workspace, reads_data=False)))
     except Exception as err:  # noqa: BLE001
@@ -34,11 +34,11 @@ def report(workspace: WorkspaceOpt = None,
            out: Annotated[Path | None, typer.Option(help="Output folder (default: <workspace>/reports).")] = None) -> None:
     """Write the dashboard: a PNG and a self-contained HTML page of the metrics over iterations."""
     try:
-        from tasks.dashboard import write_dashboard
-        from tasks.iterations import load_records
-        from tasks.recipe import load_recipe
+        from tasks.audit.dashboard import write_dashboard
+        from tasks.workspace.iterations import load_records
+        from tasks.config.loading import load_recipe
 
-        from tasks.layout import Layout
+        from tasks.workspace.layout import Layout
 
         layout = Layout(audit_workspace(workspace, reads_data=False))
         name = load_recipe(layout.recipe).run.name
@@ -61,7 +61,7 @@ def lineage(query: Annotated[str | None, typer.Argument(
             ) -> None:
     """Where an iteration, checkpoint, table or training example came from, from dvc.lock at each tag."""
     try:
-        from tasks import lineage as lin
+        from tasks.audit import lineage as lin
         from tasks.errors import WorkspaceError
 
         if sum((as_json, dot, mermaid)) > 1:
@@ -80,7 +80,7 @@ def lineage(query: Annotated[str | None, typer.Argument(
             raise WorkspaceError("give a QUERY or --example.", fix="e.g. `flywheel lineage 2` or `flywheel lineage models/0002`.")
     except Exception as err:  # noqa: BLE001
         fail(err)
-    from tasks import lineage_render as render
+    from tasks.audit import lineage_render as render
 
     if as_json:
         echo_json(result)
@@ -98,7 +98,7 @@ def log_cmd(workspace: WorkspaceOpt = None,
             as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """One line per finished iteration: date, parent, temperature/threshold, gate, test pass@1/pass@K, decision."""
     try:
-        from tasks.lineage import iteration_log
+        from tasks.audit.lineage import iteration_log
 
         rows = iteration_log(audit_workspace(workspace, reads_data=False))
     except Exception as err:  # noqa: BLE001
@@ -106,7 +106,7 @@ def log_cmd(workspace: WorkspaceOpt = None,
     if as_json:
         echo_json(rows)
         return
-    from tasks.lineage_render import log_lines
+    from tasks.audit.lineage_render import log_lines
 
     for line in log_lines(rows):
         typer.echo(line)
@@ -121,7 +121,7 @@ def diff_cmd(a: Annotated[str, typer.Argument(help="Iteration (1, 0001) or Parqu
              as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """What changed between two iterations (or two tables): rows by key, correct counts, metrics, params."""
     try:
-        from tasks.diff import diff, diff_lines
+        from tasks.audit.diff import diff, diff_lines
 
         def is_file(x: str) -> bool:
             return Path(x).is_file()
@@ -145,7 +145,7 @@ def sql_cmd(query: Annotated[str, typer.Argument(help="A DuckDB query over the a
     try:
         import duckdb
 
-        from tasks.audit_sql import query as run_query
+        from tasks.audit.sql import query as run_query
         from tasks.errors import WorkspaceError
 
         root = audit_workspace(workspace, reads_data=True)

@@ -96,7 +96,7 @@ def note(text: str) -> None:
 
 def announce(target) -> None:
     """Say which workspace is used, on stderr, whenever the user did not name it with -w."""
-    from tasks.workspace import ENV_VAR, find_enclosing_workspace
+    from tasks.workspace.repo import ENV_VAR, find_enclosing_workspace
 
     if target.explicit:
         return
@@ -113,10 +113,10 @@ def announce(target) -> None:
 
 
 def target_workspace(option: Path | None, *, under_dvc: bool = False):
-    """The workspace a command acts on (see tasks.workspace.resolve_target), checked to be complete;
+    """The workspace a command acts on (see tasks.workspace.repo.resolve_target), checked to be complete;
     announced when it was not named with -w. Creates nothing."""
     from tasks.errors import WorkspaceError
-    from tasks.workspace import ENV_VAR, Target, check_workspace, looks_like_workspace, resolve_target
+    from tasks.workspace.repo import ENV_VAR, Target, check_workspace, looks_like_workspace, resolve_target
 
     target = resolve_target(option, under_dvc=under_dvc)
     if target.source == "default" and not looks_like_workspace(target.root):
@@ -133,7 +133,7 @@ def audit_workspace(option: Path | None, *, reads_data: bool) -> Path:
     `reads_data`, a clone with no data yet is refused, and missing outputs are named in a note."""
     root = target_workspace(option).root
     if reads_data:
-        from tasks.workspace import require_data
+        from tasks.workspace.repo import require_data
 
         state = require_data(root, complete=False)
         if state.missing:
@@ -146,16 +146,16 @@ def run_workspace(option: Path | None, config: Path | None, *, create_default: b
     one named by -w or FLYWHEEL_WORKSPACE, and the default one only when `create_default` (a
     discovered one always exists). A new workspace's recipe is validated before anything is written;
     `quiet` (a context manager factory) holds what checking and creating it print."""
-    from tasks.layout import Layout
-    from tasks.workspace import DEFAULT_CONFIG, find_enclosing_workspace, looks_like_workspace, resolve_target
+    from tasks.workspace.layout import Layout
+    from tasks.workspace.repo import DEFAULT_CONFIG, find_enclosing_workspace, looks_like_workspace, resolve_target
 
     target = resolve_target(option)
     if looks_like_workspace(target.root) or (target.source == "default" and not create_default) \
             or find_enclosing_workspace(target.root) is not None:  # never a workspace inside a workspace
         return Layout(target_workspace(option).root), False
     from tasks.preflight import preflight
-    from tasks.recipe import load_recipe
-    from tasks.workspace import init_workspace
+    from tasks.config.loading import load_recipe
+    from tasks.workspace.repo import init_workspace
 
     quiet = quiet or contextlib.nullcontext
     recipe = load_recipe(config or DEFAULT_CONFIG)
@@ -168,7 +168,7 @@ def run_workspace(option: Path | None, config: Path | None, *, create_default: b
 
 
 def dask_shards(stage: str, jobs: list, scale) -> list[str]:
-    """The shard runner commands hand a sharded stage (tasks/shards.py): Prefect's DaskTaskRunner,
+    """The shard runner commands hand a sharded stage (tasks/placement/shards.py): Prefect's DaskTaskRunner,
     imported only when a stage is sharded."""
     from flows.sharded import run_shards
 
@@ -180,7 +180,7 @@ def print_status(records: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from tasks.report import _fmt, status_row
+    from tasks.audit.report import _fmt, status_row
 
     columns = {"iteration": "iteration", "status": "status", "parent": "parent", "temperature": "temperature",
                "train_coverage": "train_coverage", "selected": "selected", "gate": "gate",

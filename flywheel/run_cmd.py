@@ -20,8 +20,8 @@ def init(directory: Annotated[Path, typer.Argument(help="New or empty folder for
     """Create a workspace: its own git + DVC repo, the pipeline, the resolved recipe and a local DVC remote."""
     from flywheel.runlog import hold_output
     from tasks.preflight import preflight
-    from tasks.recipe import load_recipe
-    from tasks.workspace import init_workspace
+    from tasks.config.loading import load_recipe
+    from tasks.workspace.repo import init_workspace
 
     try:
         recipe = load_recipe(config)
@@ -50,7 +50,7 @@ def run(workspace: WorkspaceOpt = None, config: ConfigOpt = None,
     log = None
     try:
         from flywheel.runlog import hold_output
-        from tasks.workspace import require_data, workspace_lock
+        from tasks.workspace.repo import require_data, workspace_lock
 
         # a new one is checked first; what creating it prints goes to the run's log
         layout, created = run_workspace(workspace, config, create_default=True, quiet=lambda: hold_output(verbose))
@@ -58,12 +58,12 @@ def run(workspace: WorkspaceOpt = None, config: ConfigOpt = None,
         with workspace_lock(layout):  # held for the whole run; the flow re-enters it
             if not created:
                 from tasks.preflight import preflight
-                from tasks.recipe import load_recipe
+                from tasks.config.loading import load_recipe
 
                 with hold_output(verbose):  # what the engine check prints goes to the run's log
                     preflight(load_recipe(layout.recipe), layout.root)  # the recipe, inputs, remote, engine
             from flywheel.runlog import run_log
-            from tasks.iterations import load_records
+            from tasks.workspace.iterations import load_records
 
             with run_log(layout, "run", verbose) as log:
                 from flows.nightly import flywheel_flow  # Prefect starts only now
@@ -86,7 +86,7 @@ def serve(workspace: WorkspaceOpt = None, config: ConfigOpt = None,
     quiet_prefect()
     try:
         from tasks.preflight import preflight
-        from tasks.recipe import load_recipe
+        from tasks.config.loading import load_recipe
 
         layout, created = run_workspace(workspace, config, create_default=False)
         if not created:
@@ -105,7 +105,7 @@ def stage_cmd(name: Annotated[str, typer.Argument(help="Stage name, as in dvc.ya
 
     Under `dvc repro` the stage runs in the repository DVC runs it for, unless -w says otherwise."""
     try:
-        from tasks.layout import Layout, iteration_id
+        from tasks.workspace.layout import Layout, iteration_id
         from tasks.pipeline import run_stage
 
         it = iteration_id(iteration) if iteration else None  # validate before touching the workspace

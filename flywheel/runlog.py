@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from tasks.layout import Layout
+from tasks.workspace.layout import Layout
 from tasks.pipeline import BOOTSTRAP_STAGES
 
 ENGINE_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tasks.config import NumericsConfig
+from tasks.config.recipe import NumericsConfig
 
 # Read before torch initialises its thread pools; set for every stage process.
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")

@@ -14,11 +14,11 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from tasks.atomic import read_json
-from tasks.config import Recipe, TrainConfig
-from tasks.layout import Layout
+from tasks.workspace.atomic import read_json
+from tasks.config.recipe import Recipe, TrainConfig
+from tasks.workspace.layout import Layout
 from tasks.numerics import pin
-from tasks.recipe import load_recipe
+from tasks.config.loading import load_recipe
 from tasks.seeds import derive_seed
 
 BOOTSTRAP_STAGES = ("prepare", "base", "warmup", "baseline", "reward")
@@ -48,7 +48,7 @@ def read_iteration_vars(layout: Layout) -> dict[str, IterationVars]:
 
 
 def write_iteration_vars(layout: Layout, table: dict[str, IterationVars]) -> None:
-    from tasks.atomic import write_text
+    from tasks.workspace.atomic import write_text
 
     iterations = {it: {"parent": v.parent, "init": v.init, "round": v.round, "first": v.first}
                   for it, v in sorted(table.items())}
@@ -64,8 +64,18 @@ def stage_recipe(layout: Layout, it: str | None) -> Recipe:
 def _stage_fns(shard_runner=None) -> dict[str, Callable[[Layout, Recipe, str | None, IterationVars | None],
                                                        dict | None]]:
     # Imports stay inside so `flywheel --help` never loads torch.
-    from tasks import bootstrap, calibrate, check, evaluate, generate, judge, promote, reward, score, select, shards
-    from tasks.prepare import prepare
+    from tasks.stages import bootstrap
+    from tasks.stages import calibrate
+    from tasks.stages import check
+    from tasks.stages import evaluate
+    from tasks.stages import generate
+    from tasks.stages import judge
+    from tasks.stages import promote
+    from tasks.stages import reward
+    from tasks.stages import score
+    from tasks.stages import select
+    from tasks.placement import shards
+    from tasks.stages.prepare import prepare
 
     def seed(r: Recipe, it: str | None, stage: str) -> int:
         return derive_seed(r.run.seed, it or BASELINE, stage)
@@ -112,14 +122,14 @@ def _stage_fns(shard_runner=None) -> dict[str, Callable[[Layout, Recipe, str | N
 
 
 def _train(L: Layout, r: Recipe, it: str, v: IterationVars, seed: int) -> dict:
-    from tasks.train import seed_examples, sft
+    from tasks.stages.train import seed_examples, sft
 
     if not read_json(L.gate(it))["passed"]:
         raise RuntimeError(f"iteration {it}: the data gate failed; refusing to train")
     if launched := _launched(L, r.train, "train", it):
         return launched
     if r.train.objective == "dpo":  # select wrote pairs; the reference is the parent (recipe_checks: continue)
-        from tasks.dpo import dpo
+        from tasks.stages.dpo import dpo
 
         return dpo(L.model(v.init), pl.read_parquet(L.selected(it)), r.train, seed, L.model(it),
                    checkpoint_dir=_checkpoints(L, it))
@@ -137,8 +147,8 @@ def _checkpoints(L: Layout, name: str) -> Path:
 
 def _launched(L: Layout, cfg: TrainConfig, stage: str, it: str | None) -> dict | None:
     """With a launcher in the recipe, run the stage as a multi-process job and return its result."""
-    from tasks.launch import run_launched, should_launch
-    from tasks.sft_setup import check_hardware, resolve_precision
+    from tasks.placement.launch import run_launched, should_launch
+    from tasks.models.sft_setup import check_hardware, resolve_precision
 
     if not should_launch(cfg):
         return None
@@ -149,7 +159,7 @@ def _launched(L: Layout, cfg: TrainConfig, stage: str, it: str | None) -> dict |
 def run_stage(layout: Layout, stage: str, it: str | None = None, shard_runner=None) -> dict | None:
     """Run one stage for one iteration (or a bootstrap stage with `it=None`).
 
-    `shard_runner` (tasks.shards.ShardRunner) maps a sharded stage's shards over workers; the flow
+    `shard_runner` (tasks.placement.shards.ShardRunner) maps a sharded stage's shards over workers; the flow
     and `flywheel stage` hand the Dask one (flows/sharded.py). Without it they run in this process."""
     fns = _stage_fns(shard_runner)
     if stage not in fns:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from tasks.config import FileSource, GGUFInit, MBPPSource, PretrainedInit, Recipe
+from tasks.config.recipe import FileSource, GGUFInit, MBPPSource, PretrainedInit, Recipe
 from tasks.errors import ConfigError
-from tasks.modeling import resolve_model_ref
+from tasks.models.loading import resolve_model_ref
 
 REMOTE_PLUGINS = {"s3": "dvc_s3", "gs": "dvc_gs", "gcs": "dvc_gs", "azure": "dvc_azure", "ssh": "dvc_ssh",
                   "http": "dvc_http", "https": "dvc_http"}
@@ -54,15 +54,15 @@ def prompt_rows(recipe: Recipe):
     generator, and for Hub datasets, which may need the network)."""
     src = recipe.prompts.source
     if isinstance(src, FileSource):
-        from tasks.math_sources import apply_answer_format
-        from tasks.prepare import ingest_prompt_file
+        from tasks.data.math_sources import apply_answer_format
+        from tasks.stages.prepare import ingest_prompt_file
 
         return apply_answer_format(ingest_prompt_file(src, recipe.run.seed), src.answer_format, source=src.describe())
     if isinstance(src, MBPPSource):
         import polars as pl
 
-        from tasks.mbpp import mbpp_prompts
-        from tasks.prepare import _read_prompt_file
+        from tasks.data.mbpp import mbpp_prompts
+        from tasks.stages.prepare import _read_prompt_file
 
         rows = mbpp_prompts(_read_prompt_file(src), src)  # keeps the file's row order
         return rows.with_row_index("_row", offset=1).with_columns(pl.col("_row").cast(pl.Int64), _file=pl.lit(src.path))
@@ -73,17 +73,17 @@ def preflight(recipe: Recipe, workspace: Path) -> None:
     """Validate inputs the recipe points at (prompt files row by row, model folders, the DVC remote),
     refuse recipes whose sections contradict each other or their prompts, and check that the
     generation engine imports. `flywheel run` calls this before Prefect starts."""
-    from tasks.recipe_checks import check_prompts, check_recipe
+    from tasks.config.checks import check_prompts, check_recipe
 
     rows = prompt_rows(recipe)  # a broken file first: it is the more basic fault
     check_recipe(recipe)
     if rows is not None:
-        from tasks.prepare import check_no_leakage, source_name
+        from tasks.stages.prepare import check_no_leakage, source_name
 
         check_no_leakage(rows, source_name(recipe.prompts.source))
         check_prompts(recipe, rows, source_name(recipe.prompts.source))
     if recipe.verifier.type == "unit_tests":  # fail closed before any compute, not at score time
-        from tasks.sandbox import require_sandbox
+        from tasks.verify.sandbox.run import require_sandbox
 
         require_sandbox()
     if recipe.scale.runner == "dask" and importlib.util.find_spec("prefect_dask") is None:
@@ -93,20 +93,20 @@ def preflight(recipe: Recipe, workspace: Path) -> None:
     if isinstance(init, PretrainedInit):
         resolve_model_ref(init.name_or_path, field="model.init.name_or_path")
     if isinstance(init, GGUFInit):
-        from tasks.gguf_import import check_gguf
+        from tasks.models.gguf_import import check_gguf
 
         check_gguf(init.path, init.sha256)
-    from tasks.workspace import is_workspace
+    from tasks.workspace.repo import is_workspace
 
     if is_workspace(workspace):
-        from tasks.versioning import remote_url
+        from tasks.workspace.versioning import remote_url
 
         check_remote(remote_url(workspace), workspace, must_exist=True)
     else:
         check_remote(recipe.remote.url, workspace)
     # last: importing vLLM takes seconds, so every cheaper refusal comes first
     if recipe.generate.backend == "vllm":
-        from tasks.backends.base import vllm_usable
+        from tasks.models.backends.base import vllm_usable
 
         if not vllm_usable():
             raise ConfigError("generate.backend is 'vllm' but vLLM does not import here.", field="generate.backend",

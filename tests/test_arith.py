@@ -1,4 +1,4 @@
-"""tasks/arith.py: the deterministic arithmetic word-problem generator."""
+"""tasks/data/arith.py: the deterministic arithmetic word-problem generator."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import re
 import polars as pl
 import pytest
 
-from tasks.arith import ITEMS, NAMES, generate_problems
-from tasks.schema import stable_ids
-from tasks.verifiers import EQUATION, ArithChainVerifier
+from tasks.data.arith import ITEMS, NAMES, generate_problems
+from tasks.data.schema import stable_ids
+from tasks.verify.verifiers import EQUATION, ArithChainVerifier
 
 EQ = re.compile(EQUATION)
 

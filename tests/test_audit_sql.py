@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from bench.lineage_speed import synthesize
-from tasks.audit_sql import connect
+from tasks.audit.sql import connect
 from tests.conftest import ROOT, flywheel, git
 
 

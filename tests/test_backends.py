@@ -7,9 +7,9 @@ import logging
 import polars as pl
 import pytest
 
-from tasks.backends import SamplingSpec, make_backend
-from tasks.backends.base import OUTPUT_SCHEMA, resolve_backend_name, vllm_usable
-from tasks.config import GenerateConfig
+from tasks.models.backends import SamplingSpec, make_backend
+from tasks.models.backends.base import OUTPUT_SCHEMA, resolve_backend_name, vllm_usable
+from tasks.config.recipe import GenerateConfig
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_greedy_means_one_sample():
 
 
 def test_auto_backend_choice_is_logged(caplog):
-    with caplog.at_level(logging.INFO, logger="tasks.backends.base"):
+    with caplog.at_level(logging.INFO, logger="tasks.models.backends.base"):
         name = resolve_backend_name("auto")
     assert name == ("vllm" if vllm_usable() else "hf")
     assert f"generation backend: {name} (auto" in caplog.text
@@ -92,18 +92,18 @@ def test_vllm_seeded_sampling_survives_a_batch_larger_than_one_prefill(micro_ass
 
 
 def test_a_workspace_records_the_concrete_backend_auto_chose(tmp_path):
-    from tasks.recipe import load_recipe, recipe_from_dict
-    from tasks.workspace import init_workspace
+    from tasks.config.loading import load_recipe, recipe_from_dict
+    from tasks.workspace.repo import init_workspace
 
     layout = init_workspace(tmp_path / "ws", recipe_from_dict({"generate": {"backend": "auto"}}))
     assert load_recipe(layout.recipe).generate.backend == ("vllm" if vllm_usable() else "hf")
 
 
 def test_asking_for_vllm_where_it_does_not_import_is_a_config_error(tmp_path, monkeypatch):
-    from tasks import backends
+    from tasks.models import backends
     from tasks.errors import ConfigError
     from tasks.preflight import preflight
-    from tasks.recipe import recipe_from_dict
+    from tasks.config.loading import recipe_from_dict
 
     monkeypatch.setattr(backends.base, "vllm_usable", lambda: False)  # a machine without vLLM
     with pytest.raises(ConfigError, match="generate.backend"):
@@ -114,9 +114,9 @@ def test_asking_for_vllm_where_it_does_not_import_is_a_config_error(tmp_path, mo
 def test_a_kept_engine_samples_exactly_like_a_fresh_one(micro_assets, prompts, tmp_path):
     import shutil
 
-    from tasks.backends.engine_cache import release_engine, shared_engine
-    from tasks.backends.vllm_backend import VLLMBackend
-    from tasks.config import VLLMConfig
+    from tasks.models.backends.engine_cache import release_engine, shared_engine
+    from tasks.models.backends.vllm_backend import VLLMBackend
+    from tasks.config.recipe import VLLMConfig
 
     _, _, model = micro_assets
     spec = SamplingSpec(n=2, temperature=1.0, max_new_tokens=12, seed=7)

@@ -1,4 +1,4 @@
-"""tasks/bstar_metrics.py: B-STaR iteration metrics on hand-computed scored tables."""
+"""tasks/metrics/bstar.py: B-STaR iteration metrics on hand-computed scored tables."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks.bstar_metrics import (
+from tasks.metrics.bstar import (
     balance_score,
     hard_prompts,
     iteration_metrics,
@@ -18,7 +18,7 @@ from tasks.bstar_metrics import (
     prompt_stats,
     repetition_rates,
 )
-from tasks.schema import SCORED, SELECTED
+from tasks.data.schema import SCORED, SELECTED
 
 Row = tuple[str, str, bool, float, float | None, str, int]
 

@@ -1,4 +1,4 @@
-"""tasks/calibration_grid.py: the vectorised (temperature, threshold) sweep."""
+"""tasks/metrics/calibration_grid.py: the vectorised (temperature, threshold) sweep."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks.bstar_metrics import iteration_metrics
-from tasks.calibration_grid import calibration_grid, choose
-from tasks.schema import CALIBRATION, SCORED, conform
+from tasks.metrics.bstar import iteration_metrics
+from tasks.metrics.calibration_grid import calibration_grid, choose
+from tasks.data.schema import CALIBRATION, SCORED, conform
 
 
 def probe(rows: list[tuple[float, str, str, bool, float]]) -> pl.DataFrame:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from tasks.chain_verifier import FreeTextArithVerifier, equation_checks, evaluate_expression, extract_final_answer
-from tasks.verifiers import make_verifier
+from tasks.verify.chain_verifier import FreeTextArithVerifier, equation_checks, evaluate_expression, extract_final_answer
+from tasks.verify.verifiers import make_verifier
 
 
 @pytest.mark.parametrize(("expr", "value"), [

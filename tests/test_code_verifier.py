@@ -8,15 +8,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tasks.code_verifier import CodeTestsVerifier, extract_code, parse_tests
-from tasks.config import MBPPSource, Recipe, SandboxLimits, VerifierConfig
+from tasks.verify.code_verifier import CodeTestsVerifier, extract_code, parse_tests
+from tasks.config.recipe import MBPPSource, Recipe, SandboxLimits, VerifierConfig
 from tasks.errors import InputDataError
-from tasks.mbpp import PROMPT_HINT, mbpp_prompts
-from tasks.prepare import _read_prompt_file, prepare
-from tasks.recipe import load_recipe
-from tasks.schema import PROMPTS, read_table, stable_ids
-from tasks.score import score_table
-from tasks.verifiers import make_verifier
+from tasks.data.mbpp import PROMPT_HINT, mbpp_prompts
+from tasks.stages.prepare import _read_prompt_file, prepare
+from tasks.config.loading import load_recipe
+from tasks.data.schema import PROMPTS, read_table, stable_ids
+from tasks.stages.score import score_table
+from tasks.verify.verifiers import make_verifier
 from tests.test_sandbox import sandbox_ready  # noqa: F401 - the fixture: fail in CI, skip elsewhere
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,8 +112,8 @@ def test_tests_that_cannot_be_checked_here_are_unsupported_and_run_nothing(caplo
 
 
 def test_an_unavailable_sandbox_refuses_before_any_sample_runs(monkeypatch):
-    import tasks.code_verifier as code_verifier
-    from tasks.sandbox_host import SandboxUnavailable
+    import tasks.verify.code_verifier as code_verifier
+    from tasks.verify.sandbox.host import SandboxUnavailable
 
     def unavailable():
         raise SandboxUnavailable("bubblewrap (`bwrap`) is not installed", "install it.")
@@ -241,9 +241,9 @@ def test_flywheel_runs_an_iteration_on_the_mbpp_fixture(tmp_path):
 
 
 def test_preflight_refuses_a_code_recipe_where_the_sandbox_cannot_run(monkeypatch, tmp_path):
-    import tasks.sandbox as sandbox
+    import tasks.verify.sandbox.run as sandbox
     from tasks.preflight import preflight
-    from tasks.sandbox_host import SandboxUnavailable
+    from tasks.verify.sandbox.host import SandboxUnavailable
 
     def unavailable():
         raise SandboxUnavailable("user namespaces are disabled", "enable them.")

@@ -1,4 +1,4 @@
-"""The cost report of each iteration (tasks/costs.py): in the run record, `flywheel status`, the
+"""The cost report of each iteration (tasks/metrics/costs.py): in the run record, `flywheel status`, the
 Prefect markdown, the dashboard and `flywheel sql`, and never in a versioned artifact."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 import yaml
 
-from tasks.costs import iteration_cost, own_peak_rss_mb, record_stage
-from tasks.layout import Layout
+from tasks.metrics.costs import iteration_cost, own_peak_rss_mb, record_stage
+from tasks.workspace.layout import Layout
 from tasks.pipeline import BOOTSTRAP_STAGES, ITERATION_STAGES
-from tasks.report import iteration_markdown
+from tasks.audit.report import iteration_markdown
 from tests.conftest import MICRO_RECIPE, ROOT, flywheel
 
 
@@ -116,7 +116,7 @@ def test_totals_and_gpu_hours(tmp_path, monkeypatch):
 def test_peak_memory_is_the_process_own_high_water_mark():
     """VmHWM of the process, or of a child it waited for: never the parent's pages a child held
     between fork and exec (which ru_maxrss alone would report)."""
-    code = ("import sys; from tasks.costs import own_peak_rss_mb; b = bytearray({mb} * 2**20); "
+    code = ("import sys; from tasks.metrics.costs import own_peak_rss_mb; b = bytearray({mb} * 2**20); "
             "b[::4096] = b'x' * len(b[::4096]); print(own_peak_rss_mb(children=True))")
 
     def child_peak(mb: int) -> float:
@@ -128,7 +128,7 @@ def test_peak_memory_is_the_process_own_high_water_mark():
     small, big = child_peak(10), child_peak(300)
     assert small < 200 and 300 <= big < 400
     assert own_peak_rss_mb() >= 400
-    grand = ("import subprocess, sys; from tasks.costs import own_peak_rss_mb; "
+    grand = ("import subprocess, sys; from tasks.metrics.costs import own_peak_rss_mb; "
              f"subprocess.run([sys.executable, '-c', {code.format(mb=250)!r}], stdout=subprocess.DEVNULL, check=True); "
              "print(own_peak_rss_mb(children=True))")
     peak = float(subprocess.run([sys.executable, "-c", grand], capture_output=True, text=True, check=True,

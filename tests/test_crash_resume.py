@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.layout import Layout
-from tasks.recovery import clear_stale_git_locks, recover
-from tasks.versioning import commit_and_tag, commit_stage, stage_is_current
+from tasks.workspace.layout import Layout
+from tasks.workspace.recovery import clear_stale_git_locks, recover
+from tasks.workspace.versioning import commit_and_tag, commit_stage, stage_is_current
 from tests import killing as k
 
 

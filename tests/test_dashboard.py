@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from tasks.dashboard import metrics_frame, write_dashboard
+from tasks.audit.dashboard import metrics_frame, write_dashboard
 
 
 def _records():

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from bench.lineage_speed import synthesize
-from tasks.diff import diff, diff_iterations, diff_tables
-from tasks.lock_history import flatten
+from tasks.audit.diff import diff, diff_iterations, diff_tables
+from tasks.audit.lock_history import flatten
 from tests.conftest import flywheel, git
 
 

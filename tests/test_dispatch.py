@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.dispatch import (DispatchError, DispatchRequest, WorkerReport, build_request, check_report,
+from tasks.placement.dispatch import (DispatchError, DispatchRequest, WorkerReport, build_request, check_report,
                             collect_outputs, push_inputs)
-from tasks.dispatch_worker import run_request, write_skeleton
-from tasks.layout import Layout
-from tasks.versioning import commit_stage
+from tasks.placement.dispatch_worker import run_request, write_skeleton
+from tasks.workspace.layout import Layout
+from tasks.workspace.versioning import commit_stage
 from tests.conftest import dvc, git
 
 IT = "0002"

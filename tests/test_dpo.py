@@ -1,4 +1,4 @@
-"""tasks/dpo.py: DPO on preference pairs with TRL's DPOTrainer, the parent as reference; bit-identical
+"""tasks/stages/dpo.py: DPO on preference pairs with TRL's DPOTrainer, the parent as reference; bit-identical
 re-runs on CPU, checkpoints included, and it moves the policy towards the chosen answers."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tasks.config import LoraConfig, TrainConfig
-from tasks.dpo import dpo
-from tasks.schema import PAIRS, conform
+from tasks.config.recipe import LoraConfig, TrainConfig
+from tasks.stages.dpo import dpo
+from tasks.data.schema import PAIRS, conform
 
 ROOT = Path(__file__).resolve().parent.parent
 CFG = TrainConfig(objective="dpo", max_steps=4, batch_size=8, learning_rate=5e-3, dpo={"beta": 0.5})
@@ -41,7 +41,7 @@ def _logp(model_dir: Path, pairs: pl.DataFrame) -> float:
     """Mean log-probability margin of chosen over rejected answers under a model."""
     import torch
 
-    from tasks.modeling import load_causal_lm, load_tokenizer, render_prompts
+    from tasks.models.loading import load_causal_lm, load_tokenizer, render_prompts
 
     tok, model = load_tokenizer(model_dir), load_causal_lm(model_dir, dtype="float32", device="cpu")
     total = 0.0
@@ -75,9 +75,9 @@ KILL_AFTER_SAVE = textwrap.dedent("""
     from pathlib import Path
     import polars as pl
     from transformers import TrainerCallback
-    import tasks.train as train
-    from tasks.config import TrainConfig
-    from tasks.dpo import dpo
+    import tasks.stages.train as train
+    from tasks.config.recipe import TrainConfig
+    from tasks.stages.dpo import dpo
 
     class Preempt(TrainerCallback):  # the machine goes away right after the first checkpoint is on disk
         def on_save(self, args, state, control, **kwargs):

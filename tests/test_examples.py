@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 
 from tasks.preflight import preflight
-from tasks.prepare import prepare
-from tasks.recipe import load_recipe
-from tasks.schema import PROMPTS, read_table
+from tasks.stages.prepare import prepare
+from tasks.config.loading import load_recipe
+from tasks.data.schema import PROMPTS, read_table
 from tests.conftest import flywheel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +76,7 @@ def test_prepare_inside_the_workspace_reads_the_same_example_files(name, tmp_pat
     """`dvc repro` runs stages with the workspace as working directory: the recipe's relative paths
     still find data/examples, and the table is the one prepared from the repository root."""
     from tasks.pipeline import run_stage
-    from tasks.workspace import init_workspace
+    from tasks.workspace.repo import init_workspace
 
     recipe = load_recipe(ROOT / "configs" / f"{name}.yaml")
     from_root = prepare(recipe, tmp_path / "root.parquet")
@@ -91,7 +91,7 @@ def test_prepare_inside_the_workspace_reads_the_same_example_files(name, tmp_pat
 @pytest.mark.parametrize("name", ["example-plain", "example-gsm8k"])
 def test_example_recipe_runs_end_to_end(name, tmp_path):
     """One iteration of the shipped example recipe, as a user runs it from the repository root."""
-    from tasks.layout import Layout
+    from tasks.workspace.layout import Layout
 
     ws = tmp_path / "ws"
     flywheel("run", "--workspace", str(ws), "--config", f"configs/{name}.yaml", "--iterations", "1")

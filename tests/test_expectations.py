@@ -1,4 +1,4 @@
-"""tasks/expectations.py: the GX data gate passes clean tables and blocks each injected defect."""
+"""tasks/metrics/expectations.py: the GX data gate passes clean tables and blocks each injected defect."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import polars as pl
 import pytest
 
-from tasks.config import CheckConfig
-from tasks.expectations import validate_tables
-from tasks.schema import MESSAGE, PAIRS, PROMPTS, SAMPLES, SCORED, SELECTED, conform, stable_ids
+from tasks.config.recipe import CheckConfig
+from tasks.metrics.expectations import validate_tables
+from tasks.data.schema import MESSAGE, PAIRS, PROMPTS, SAMPLES, SCORED, SELECTED, conform, stable_ids
 
 K = 4
 

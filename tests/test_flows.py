@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flows.schedule import nightly_deployment
-from tasks.report import iteration_markdown, status_row
+from tasks.audit.report import iteration_markdown, status_row
 
 
 def test_nightly_deployment_has_cron_and_one_run_at_a_time(tmp_path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.config import ModelConfig
+from tasks.config.recipe import ModelConfig
 from tasks.errors import ConfigError
-from tasks.gguf_import import PACKAGED, check_gguf, file_sha256, resolve_gguf
+from tasks.models.gguf_import import PACKAGED, check_gguf, file_sha256, resolve_gguf
 
 
 def test_the_packaged_smollm2_resolves_without_site_packages_paths():

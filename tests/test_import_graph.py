@@ -52,7 +52,7 @@ def import_graph(root: Path = ROOT) -> nx.DiGraph:
     for mod, path in files.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for name in imported_names(tree, mod, path.name == "__init__.py"):
-            # the longest prefix that is one of our modules (`tasks.layout.Layout` -> `tasks.layout`)
+            # the longest prefix that is one of our modules (`tasks.workspace.layout.Layout` -> `tasks.workspace.layout`)
             parts = name.split(".")
             while parts and ".".join(parts) not in files:
                 parts.pop()
@@ -142,3 +142,11 @@ if __name__ == "__main__":  # the figures: python tests/test_import_graph.py
     import json
 
     print(json.dumps(summary(GRAPH), indent=1))
+
+
+def test_tasks_is_grouped_by_concern():
+    """A handful of cross-cutting modules at tasks/'s top level; everything else in a folder per concern."""
+    top = summary(GRAPH)["modules_per_folder"]["tasks"]
+    assert top <= 12, f"tasks/ holds {top} modules at its top level; move them into the folder of their concern"
+    folders = {m.split(".")[1] for m in GRAPH.nodes if m.startswith("tasks.") and m.count(".") >= 2}
+    assert {"stages", "verify", "metrics", "audit", "models", "placement", "workspace", "config", "data"} <= folders

@@ -1,4 +1,4 @@
-"""tasks/judge.py: the policy scores its own samples 1-5 from a recipe prompt; the score is parsed
+"""tasks/stages/judge.py: the policy scores its own samples 1-5 from a recipe prompt; the score is parsed
 strictly, never evaluated; the replies are a table of their own, deterministic on CPU."""
 
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from tasks.config import GenerateConfig, JudgeConfig, RewardConfig
+from tasks.config.recipe import GenerateConfig, JudgeConfig, RewardConfig
 from tasks.errors import ConfigError
-from tasks.judge import add_judge_rewards, judge, judge_requests, judge_table, parse_scores
-from tasks.recipe import recipe_from_dict
-from tasks.schema import JUDGED, conform
+from tasks.stages.judge import add_judge_rewards, judge, judge_requests, judge_table, parse_scores
+from tasks.config.loading import recipe_from_dict
+from tasks.data.schema import JUDGED, conform
 
 
 def scores(replies: list[str], pattern: str = JudgeConfig().pattern) -> list[int | None]:

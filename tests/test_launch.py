@@ -7,8 +7,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from tasks.config import LaunchConfig, TrainConfig
-from tasks.launch import LAUNCHED_ENV, launch_command, should_launch, stage_args
+from tasks.config.recipe import LaunchConfig, TrainConfig
+from tasks.placement.launch import LAUNCHED_ENV, launch_command, should_launch, stage_args
 
 
 def test_accelerate_command_for_eight_gpus(tmp_path):
@@ -66,8 +66,8 @@ def test_launched_workers_do_not_launch_again(monkeypatch):
 def test_accelerate_cpu_launch_trains_the_warmup_like_in_process(micro_recipe, tmp_path):
     """`accelerate launch --cpu --num_processes 1 -m flywheel stage warmup` end to end on the micro model."""
     from tasks.pipeline import run_stage
-    from tasks.recipe import load_recipe
-    from tasks.workspace import init_workspace
+    from tasks.config.loading import load_recipe
+    from tasks.workspace.repo import init_workspace
 
     data = yaml.safe_load(micro_recipe.read_text())
     data["warmup"]["launch"] = {"launcher": "accelerate", "cpu": True}
@@ -79,7 +79,7 @@ def test_accelerate_cpu_launch_trains_the_warmup_like_in_process(micro_recipe, t
     assert launched["steps"] == 3 and launched["train_loss"] > 0
     weights = (layout.model("0000") / "model.safetensors").read_bytes()
 
-    from tasks.bootstrap import warmup
+    from tasks.stages.bootstrap import warmup
     from tasks.seeds import derive_seed
 
     recipe = load_recipe(layout.recipe)

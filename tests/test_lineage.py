@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from bench.lineage_speed import synthesize
-from tasks.lineage import SEED_KEYS, example_lineage, find_artifact, iteration_lineage
-from tasks.lock_history import flatten
+from tasks.audit.lineage import SEED_KEYS, example_lineage, find_artifact, iteration_lineage
+from tasks.audit.lock_history import flatten
 from tasks.seeds import derive_seed
 from tests.conftest import flywheel, git
 

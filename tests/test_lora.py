@@ -8,8 +8,8 @@ import json
 import polars as pl
 import pytest
 
-from tasks.config import LoraConfig, TrainConfig
-from tasks.train import seed_examples, sft
+from tasks.config.recipe import LoraConfig, TrainConfig
+from tasks.stages.train import seed_examples, sft
 
 LORA = TrainConfig(max_steps=6, batch_size=16, learning_rate=2e-2, lora=LoraConfig(r=4, alpha=8, dropout=0.0))
 
@@ -60,9 +60,9 @@ def test_lora_runs_are_bit_identical(lora_run, micro_assets, tmp_path):
 def test_merged_and_adapter_folders_load_and_generate(lora_run):
     import torch
 
-    from tasks.backends.base import SamplingSpec
-    from tasks.backends.hf import HFBackend
-    from tasks.modeling import load_causal_lm, load_tokenizer
+    from tasks.models.backends.base import SamplingSpec
+    from tasks.models.backends.hf import HFBackend
+    from tasks.models.loading import load_causal_lm, load_tokenizer
 
     _, out, _ = lora_run
     merged, via_adapter = load_causal_lm(out, device="cpu"), load_causal_lm(out / "adapter", device="cpu")
@@ -96,8 +96,8 @@ def test_config_refuses_qlora_in_fp32():
 @pytest.mark.slow  # two vLLM engine starts: about 30 s on a busy 2-core machine
 def test_vllm_serves_the_adapter_on_its_base(lora_run):
     pytest.importorskip("vllm")
-    from tasks.backends.vllm_backend import VLLMBackend
-    from tasks.config import VLLMConfig
+    from tasks.models.backends.vllm_backend import VLLMBackend
+    from tasks.config.recipe import VLLMConfig
 
     _, out, _ = lora_run
     prompts = ["Tom has 3 apples and buys 4 more. How many?\nA:"]

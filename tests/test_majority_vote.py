@@ -1,14 +1,14 @@
-"""tasks/majority_vote.py: label-free pseudo-labels by majority vote, and the label-noise monitor."""
+"""tasks/verify/majority_vote.py: label-free pseudo-labels by majority vote, and the label-noise monitor."""
 
 from __future__ import annotations
 
 import polars as pl
 import pytest
 
-from tasks.config import VerifierConfig, VoteConfig
-from tasks.majority_vote import MajorityVoteVerifier, pseudo_label_metrics
-from tasks.score import score_table
-from tasks.verifiers import make_verifier
+from tasks.config.recipe import VerifierConfig, VoteConfig
+from tasks.verify.majority_vote import MajorityVoteVerifier, pseudo_label_metrics
+from tasks.stages.score import score_table
+from tasks.verify.verifiers import make_verifier
 
 
 def table(per_prompt: dict[str, list[str]], gold: dict[str, str | None] | None = None):
@@ -105,8 +105,8 @@ def test_pseudo_label_metrics_report_accuracy_against_gold_only_as_a_monitor():
 
 
 def test_check_stage_reports_how_pseudo_label_accuracy_moved_since_the_first_iteration():
-    from tasks.check import vote_monitor
-    from tasks.config import Recipe
+    from tasks.stages.check import vote_monitor
+    from tasks.config.recipe import Recipe
 
     recipe = Recipe(verifier=VerifierConfig(type="majority_vote"))
     first_s, prompts = table({"a": ["Answer: 1", "Answer: 1", "Answer: 2"], "b": ["Answer: 4", "Answer: 4"]},

@@ -1,4 +1,4 @@
-"""tasks/math_sources.py (+ the prepare dispatch): GSM8K / MATH prompts from local files and from
+"""tasks/data/math_sources.py (+ the prepare dispatch): GSM8K / MATH prompts from local files and from
 `datasets`, pointed at the shipped fixtures; nothing is downloaded."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import polars as pl
 import pytest
 import yaml
 
-from tasks.config import FileSource, HubSource, Recipe
+from tasks.config.recipe import FileSource, HubSource, Recipe
 from tasks.errors import ConfigError, InputDataError
-from tasks.math_sources import apply_answer_format, boxed_content, load_hub_prompts
-from tasks.prepare import ingest_prompt_file, prepare
-from tasks.recipe import load_recipe
-from tasks.schema import PROMPTS, read_table
+from tasks.data.math_sources import apply_answer_format, boxed_content, load_hub_prompts
+from tasks.stages.prepare import ingest_prompt_file, prepare
+from tasks.config.loading import load_recipe
+from tasks.data.schema import PROMPTS, read_table
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GSM8K, MATH = FIXTURES / "gsm8k", FIXTURES / "math"

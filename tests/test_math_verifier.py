@@ -1,4 +1,4 @@
-"""tasks/math_verifier.py: final answers checked with math-verify, row by row in the samples' order."""
+"""tasks/verify/math_verifier.py: final answers checked with math-verify, row by row in the samples' order."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import threading
 import polars as pl
 import pytest
 
-from tasks.config import VerifierConfig
-from tasks.math_verifier import MathVerifier
-from tasks.score import score_table
-from tasks.verifiers import make_verifier
+from tasks.config.recipe import VerifierConfig
+from tasks.verify.math_verifier import MathVerifier
+from tasks.stages.score import score_table
+from tasks.verify.verifiers import make_verifier
 
 
 def frames(cases: list[tuple[str | None, str]]) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -1,4 +1,4 @@
-"""tasks/metrics.py: per-iteration sample metrics on hand-built scored tables."""
+"""tasks/metrics/samples.py: per-iteration sample metrics on hand-built scored tables."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import polars as pl
 import pytest
 
-from tasks.metrics import per_prompt, summarise
+from tasks.metrics.samples import per_prompt, summarise
 
 
 def scored(rows: list[tuple[str, str, bool, str, int]]) -> pl.DataFrame:

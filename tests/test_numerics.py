@@ -12,12 +12,12 @@ import pytest
 import torch
 import yaml
 
-from tasks.config import NumericsConfig
+from tasks.config.recipe import NumericsConfig
 from tasks.errors import InputDataError
-from tasks.layout import Layout
+from tasks.workspace.layout import Layout
 from tasks.numerics import available_cores, differences, pin, resolve, stage_env
-from tasks.reproduce import VersionDriftError, check_numerics
-from tasks.stage_process import StageProcessError, run_stage_isolated
+from tasks.audit.reproduce import VersionDriftError, check_numerics
+from tasks.placement.stage_process import StageProcessError, run_stage_isolated
 from tests.conftest import MICRO_RECIPE, ROOT
 
 
@@ -81,7 +81,7 @@ def test_a_user_error_keeps_its_type_and_one_line_message(bare_workspace):
 
 
 def test_a_stage_process_that_dies_is_reported(bare_workspace, monkeypatch):
-    import tasks.stage_process as sp
+    import tasks.placement.stage_process as sp
 
     monkeypatch.setattr(sp.os, "getpid", lambda: 1)  # the child then sees another parent than it was told: gone
     with pytest.raises(StageProcessError, match="died with exit code 137"):
@@ -90,7 +90,7 @@ def test_a_stage_process_that_dies_is_reported(bare_workspace, monkeypatch):
 
 CHILD = """
 import os, sys, time
-from tasks.stage_process import _die_with_parent
+from tasks.placement.stage_process import _die_with_parent
 _die_with_parent()
 open(sys.argv[1], "w").write(str(os.getpid()))
 time.sleep(120)

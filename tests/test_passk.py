@@ -1,4 +1,4 @@
-"""tasks/passk.py: the unbiased pass@k estimator against the exact binomial formula."""
+"""tasks/metrics/passk.py: the unbiased pass@k estimator against the exact binomial formula."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from tasks.passk import pass_at_k
+from tasks.metrics.passk import pass_at_k
 
 
 def exact(n: int, c: int, k: int) -> float:

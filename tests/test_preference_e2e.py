@@ -34,7 +34,7 @@ def dpo_workspace(tmp_path_factory):
 def test_pairs_dpo_iterations_are_recorded_shown_and_reproduced(dpo_workspace, tmp_path):
     import polars as pl
 
-    from tasks.schema import PAIRS
+    from tasks.data.schema import PAIRS
 
     ws = dpo_workspace
     for it in ("0001", "0002"):

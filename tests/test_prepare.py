@@ -1,4 +1,4 @@
-"""tasks/prepare.py: building, ingesting and leak-checking the prompts table."""
+"""tasks/stages/prepare.py: building, ingesting and leak-checking the prompts table."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tasks.config import ArithSource, FileSource
+from tasks.config.recipe import ArithSource, FileSource
 from tasks.errors import InputDataError
-from tasks.prepare import build_arith_prompts, check_no_leakage, ingest_prompt_file
-from tasks.schema import PROMPTS, SPLITS, conform, stable_ids
+from tasks.stages.prepare import build_arith_prompts, check_no_leakage, ingest_prompt_file
+from tasks.data.schema import PROMPTS, SPLITS, conform, stable_ids
 
 SMALL = ArithSource(seed_size=10, seed_mix=[0.45, 0.40, 0.10, 0.05], train_size_per_steps=7, probe_size=6,
                     test_size=9, max_steps=4)
@@ -414,7 +414,7 @@ def test_a_prompt_in_two_training_files_is_named(tmp_path):
 ])
 def test_split_options_are_checked_in_the_recipe(opts, needle):
     from tasks.errors import ConfigError
-    from tasks.recipe import recipe_from_dict
+    from tasks.config.loading import recipe_from_dict
 
     with pytest.raises(ConfigError) as exc:
         recipe_from_dict({"prompts": {"source": {"type": "file", **opts}}}, "r.yaml")
@@ -435,8 +435,8 @@ def test_the_default_preset_prompts_table_is_byte_identical(tmp_path):
     """Recorded workspaces hash this table: the preset must keep writing the very same bytes."""
     import hashlib
 
-    from tasks.prepare import prepare
-    from tasks.recipe import load_recipe
+    from tasks.stages.prepare import prepare
+    from tasks.config.loading import load_recipe
 
     out = prepare(load_recipe(Path(__file__).resolve().parent.parent / "configs" / "tiny-arith.yaml"),
                   tmp_path / "prompts.parquet")

@@ -1,4 +1,4 @@
-"""tasks/recipe_checks.py: recipes whose sections contradict each other or their prompts are refused
+"""tasks/config/checks.py: recipes whose sections contradict each other or their prompts are refused
 before any compute, in one line naming the fields."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 from tasks.errors import ConfigError, FlywheelError, InputDataError
 from tasks.preflight import preflight, prompt_rows
-from tasks.recipe import load_recipe, recipe_from_dict
-from tasks.recipe_checks import TINY_TEMPLATE_TOKENS, check_prompts, check_recipe, model_context
+from tasks.config.loading import load_recipe, recipe_from_dict
+from tasks.config.checks import TINY_TEMPLATE_TOKENS, check_prompts, check_recipe, model_context
 from tests.conftest import MICRO_RECIPE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,8 +184,8 @@ def test_tiny_model_prompt_length_is_exact(tmp_path):
 
 
 def test_tiny_template_tokens_match_the_real_tokenizer():
-    from tasks.modeling import render_prompts
-    from tasks.tiny_model import build_char_tokenizer
+    from tasks.models.loading import render_prompts
+    from tasks.models.tiny_model import build_char_tokenizer
 
     tok = build_char_tokenizer()
     text = "Mia has 3 pens. How many?"

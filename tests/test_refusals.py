@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from tasks.errors import WorkspaceBusyError
-from tasks.layout import Layout
-from tasks.recipe import load_recipe
-from tasks.workspace import holds_lock, init_workspace, workspace_lock
+from tasks.workspace.layout import Layout
+from tasks.config.loading import load_recipe
+from tasks.workspace.repo import holds_lock, init_workspace, workspace_lock
 from tests.conftest import ROOT, dvc, write_recipe
 
 # The real CLI; on exit it reports on stdout whether Prefect was imported at all.
@@ -125,8 +125,8 @@ def test_a_missing_engine_is_refused_before_prefect(workspace):
 # --- the lock: re-entrant in its process, and the flow cannot run without it ----------------------
 
 def test_the_lock_is_reentrant_in_its_process_and_exclusive_across_processes(workspace):
-    probe = ("import sys; from pathlib import Path; from tasks.layout import Layout\n"
-             "from tasks.workspace import workspace_lock\n"
+    probe = ("import sys; from pathlib import Path; from tasks.workspace.layout import Layout\n"
+             "from tasks.workspace.repo import workspace_lock\n"
              "try:\n    with workspace_lock(Layout(Path(sys.argv[1]))): print('acquired')\n"
              "except Exception as err: print(type(err).__name__)")
 
@@ -165,8 +165,8 @@ import sys
 from pathlib import Path
 from prefect import flow, task
 import flows.nightly
-from tasks.layout import Layout
-from tasks.workspace import holds_lock, workspace_lock
+from tasks.workspace.layout import Layout
+from tasks.workspace.repo import holds_lock, workspace_lock
 
 KIND = sys.argv.pop(1)
 
@@ -174,7 +174,7 @@ KIND = sys.argv.pop(1)
 def stage(root):
     (Path(root) / "held.txt").write_text(str(holds_lock(Layout(Path(root)))))
     if KIND == "dispatch":
-        from tasks.dispatch import DispatchError
+        from tasks.placement.dispatch import DispatchError
         raise DispatchError("train@0001: the worker run calm-fox ended Crashed: exit code 1.",
                             fix="see that flow run's logs in Prefect; nothing was recorded.")
     raise RuntimeError("a bug in a stage")
@@ -199,7 +199,7 @@ def test_an_expected_failure_inside_a_flow_is_one_line_and_its_traceback_is_logg
     assert (workspace.root / "held.txt").read_text() == "True"  # the stage ran under the CLI's lock
     [log] = (workspace.state_dir / "logs").glob("*-run-*.log")
     text = log.read_text()
-    assert "Traceback (most recent call last)" in text and "tasks.dispatch.DispatchError: train@0001" in text
+    assert "Traceback (most recent call last)" in text and "tasks.placement.dispatch.DispatchError: train@0001" in text
     assert "Task run failed with exception: DispatchError" in text  # the engine's records, kept from the console
     assert text.count("Encountered exception during execution") == 2  # the iteration subflow and the run
 

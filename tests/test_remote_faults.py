@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tasks.errors import WorkspaceError
-from tasks.versioning import push
+from tasks.workspace.versioning import push
 from tests import killing as k
 from tests.conftest import write_recipe
 

@@ -116,7 +116,7 @@ def test_package_drift_needs_explicit_consent(micro_workspace, tmp_path):
 
 
 def test_gpu_runs_are_judged_by_metrics_within_tolerance():
-    from tasks.reproduce import ArtifactCheck, relax_for_gpu, summary
+    from tasks.audit.reproduce import ArtifactCheck, relax_for_gpu, summary
 
     checks = [ArtifactCheck("train@0001", "models/0001", "a", "b", "MISMATCH"),
               ArtifactCheck("prepare", "data/prompts/prompts.parquet", "c", "d", "MISMATCH")]
@@ -130,10 +130,10 @@ def test_gpu_runs_are_judged_by_metrics_within_tolerance():
 def test_reproducing_a_vllm_iteration_without_vllm_is_a_clear_error(micro_workspace, tmp_path, monkeypatch):
     import subprocess
 
-    from tasks import backends
+    from tasks.models import backends
     from tasks.errors import ConfigError
-    from tasks.layout import Layout
-    from tasks.reproduce import require_backend
+    from tasks.workspace.layout import Layout
+    from tasks.audit.reproduce import require_backend
 
     clone = tmp_path / "ws"
     subprocess.run(["git", "clone", "-q", str(micro_workspace), str(clone)], check=True)

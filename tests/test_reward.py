@@ -6,9 +6,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks.config import RewardConfig, TinyLlamaInit
-from tasks.reward import RewardScorer, add_rewards, build_reward_model, reward_enabled, train_orm
-from tasks.tiny_model import build_tiny_llama
+from tasks.config.recipe import RewardConfig, TinyLlamaInit
+from tasks.stages.reward import RewardScorer, add_rewards, build_reward_model, reward_enabled, train_orm
+from tasks.models.tiny_model import build_tiny_llama
 
 TINY = TinyLlamaInit(hidden_size=32, num_layers=1, num_heads=1, num_kv_heads=1, intermediate_size=32)
 
@@ -56,7 +56,7 @@ def test_add_rewards_combines_score_as_b_star_does(orm_dir):
 
 def test_without_a_reward_model_score_is_correctness(tmp_path):
     marker_dir = tmp_path / "reward"
-    from tasks.config import Recipe
+    from tasks.config.recipe import Recipe
 
     build_reward_model(Recipe(), tmp_path / "unused", tmp_path / "unused.parquet", 0, marker_dir)
     assert not reward_enabled(marker_dir)

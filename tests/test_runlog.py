@@ -134,7 +134,7 @@ def test_a_terminal_shows_one_summary_line_per_stage(tmp_path):
 @pytest.mark.parametrize("verbose", [False, True])
 def test_verbose_shows_the_libraries_output_which_otherwise_goes_to_the_log(tmp_path, capfd, verbose):
     from flywheel.runlog import run_log
-    from tasks.layout import Layout
+    from tasks.workspace.layout import Layout
 
     event = {"event": "stage-end", "stage": "select", "iteration": "0001", "index": 3, "total": 8, "wall_s": 1.25,
              "figure": "selected 7", "skipped": False}
@@ -142,7 +142,7 @@ def test_verbose_shows_the_libraries_output_which_otherwise_goes_to_the_log(tmp_
     with run_log(Layout(tmp_path), "run", verbose=verbose) as path:
         os.write(2, b"a library writes to fd 2\n")
         subprocess.run([sys.executable, "-c", "print('a stage process prints')"], check=True)
-        logging.getLogger("tasks.select").info("a detail for the log")
+        logging.getLogger("tasks.stages.select").info("a detail for the log")
         logging.getLogger("flows.progress").info("select@0001 finished", extra={"flywheel_event": event})
     out, err = capfd.readouterr()
     text = path.read_text()

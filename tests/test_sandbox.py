@@ -1,4 +1,4 @@
-"""tasks/sandbox.py: real sandboxes under small limits; verdicts, limits, and failing closed.
+"""tasks/verify/sandbox/run.py: real sandboxes under small limits; verdicts, limits, and failing closed.
 
 The hostile samples, one class of attack at a time, are in tests/test_sandbox_attacks.py.
 """
@@ -11,11 +11,11 @@ import time
 import pytest
 from pydantic import ValidationError
 
-import tasks.sandbox as sandbox
-import tasks.sandbox_host as host
-from tasks.config import SandboxLimits
-from tasks.sandbox import SandboxUnavailable, UnsupportedTest, require_sandbox, run_tests
-from tasks.sandbox_checks import plan_tests
+import tasks.verify.sandbox.run as sandbox
+import tasks.verify.sandbox.host as host
+from tasks.config.recipe import SandboxLimits
+from tasks.verify.sandbox.run import SandboxUnavailable, UnsupportedTest, require_sandbox, run_tests
+from tasks.verify.sandbox.checks import plan_tests
 
 LIMITS = SandboxLimits(cpu_seconds=1, memory_mb=256, wall_seconds=10, workers=2)  # slack for a busy host
 ADD = "def add(a, b):\n    return a + b\n"
@@ -254,7 +254,7 @@ def test_no_bwrap_refuses_in_one_line_with_the_fix(fresh_probe, monkeypatch):
 
 
 def test_no_libseccomp_refuses(fresh_probe, monkeypatch):
-    import tasks.sandbox_seccomp as seccomp
+    import tasks.verify.sandbox.seccomp as seccomp
 
     def missing():
         raise seccomp.SeccompUnavailable("libseccomp cannot be loaded (not found)")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import SandboxLimits
-from tasks.sandbox import run_tests
+from tasks.config.recipe import SandboxLimits
+from tasks.verify.sandbox.run import run_tests
 from tests.test_sandbox import sandbox_ready  # noqa: F401 - the fixture: fail in CI, skip elsewhere
 
 pytestmark = pytest.mark.usefixtures("sandbox_ready")
@@ -240,7 +240,7 @@ def test_nothing_secret_is_readable_and_nothing_leaks_into_the_output(outside, m
     for hidden in (secret, token, "include-system-site-packages", "Check a sample's code", "root:x:0:0"):
         assert hidden not in result.stderr_tail
     if "listdir" in read:  # exactly the runtime tree's top level: nothing of the host
-        from tasks.sandbox_host import runtime
+        from tasks.verify.sandbox.host import runtime
 
         assert f"returned {sorted(os.listdir(runtime()[1]))}" in result.stderr_tail, result
 
@@ -452,7 +452,7 @@ def test_a_privileged_helper_binary_cannot_be_run():
 
 
 def test_sandboxes_run_in_parallel_and_agree_with_one_at_a_time():
-    from tasks.code_verifier import CodeTestsVerifier
+    from tasks.verify.code_verifier import CodeTestsVerifier
     from tests.test_code_verifier import prompts_frame, samples_frame
 
     prompts = prompts_frame([f'["assert slow({i}) == {i}"]' for i in range(4)])

@@ -1,4 +1,4 @@
-"""tasks/schema.py: conform, deterministic writes, stable prompt ids."""
+"""tasks/data/schema.py: conform, deterministic writes, stable prompt ids."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from tasks.errors import InputDataError
-from tasks.schema import PROMPTS, SELECTED, TABLES, conform, read_table, stable_ids, write_table
+from tasks.data.schema import PROMPTS, SELECTED, TABLES, conform, read_table, stable_ids, write_table
 
 
 def prompts_rows(n: int = 6) -> pl.DataFrame:

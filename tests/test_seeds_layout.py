@@ -1,4 +1,4 @@
-"""tasks/seeds.py and tasks/layout.py: derived seeds, iteration ids, workspace paths."""
+"""tasks/seeds.py and tasks/workspace/layout.py: derived seeds, iteration ids, workspace paths."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tasks.errors import WorkspaceError
-from tasks.layout import Layout, iteration_id, tag_for
+from tasks.workspace.layout import Layout, iteration_id, tag_for
 from tasks.seeds import derive_seed
 
 

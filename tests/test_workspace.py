@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from tasks.errors import WorkspaceBusyError
-from tasks.layout import Layout
+from tasks.workspace.layout import Layout
 from tasks.pipeline import BOOTSTRAP_STAGES, ITERATION_STAGES, IterationVars, write_iteration_vars
-from tasks.recipe import load_recipe
-from tasks.workspace import PIPELINE_TEMPLATE, init_workspace, workspace_lock
+from tasks.config.loading import load_recipe
+from tasks.workspace.repo import PIPELINE_TEMPLATE, init_workspace, workspace_lock
 from tests.conftest import dvc, git, write_recipe
 
 
@@ -32,7 +32,7 @@ def test_init_creates_git_dvc_repo_with_remote(workspace):
 
 
 def test_pipeline_template_paths_match_the_layout(workspace):
-    """dvc.yaml and tasks/layout.py must name the same files, or DVC would track the wrong outputs."""
+    """dvc.yaml and tasks/workspace/layout.py must name the same files, or DVC would track the wrong outputs."""
     write_iteration_vars(workspace, {"0001": IterationVars(parent="0000", init="0000", round=1)})
     L = Layout(workspace.root)
     from contextlib import chdir

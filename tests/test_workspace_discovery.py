@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import tasks.workspace as workspace_mod
+import tasks.workspace.repo as workspace_mod
 from bench.lineage_speed import synthesize
 from flywheel.cli import app
-from tasks.workspace import ENV_VAR, find_enclosing_workspace, resolve_target
+from tasks.workspace.repo import ENV_VAR, find_enclosing_workspace, resolve_target
 from tests.conftest import dvc, git
 
 runner = CliRunner()
@@ -229,7 +229,7 @@ def test_missing_artifacts_are_named_and_the_rest_is_read(pulled_clone, tmp_path
 
 # --- `run` extends the workspace it is run in ----------------------------------------------------
 
-RUN_WITH_FAKE_DEFAULT = ("import sys; from pathlib import Path; import tasks.workspace as w; "
+RUN_WITH_FAKE_DEFAULT = ("import sys; from pathlib import Path; import tasks.workspace.repo as w; "
                          "w.DEFAULT_WORKSPACE = Path(sys.argv.pop(1)); sys.argv[0] = 'flywheel'; "
                          "from flywheel.cli import main; main()")
 

@@ -1,0 +1,1 @@
+"""Looking back: lineage, diffs, SQL views, lock history, reports, dashboards and reproduction."""

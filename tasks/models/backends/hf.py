@@ -1,0 +1,64 @@
+"""Hugging Face `generate` backend: batched, seeded per batch, with a progress bar."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from tasks.models.backends.base import OUTPUT_SCHEMA, SamplingSpec
+from tasks.models.loading import load_causal_lm, load_tokenizer, render_prompts
+from tasks.progress import progress_bar
+from tasks.seeds import derive_seed
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, model_ref: str, batch_size: int = 64) -> None:
+        self.tokenizer = load_tokenizer(model_ref)
+        self.model = load_causal_lm(model_ref).eval()
+        self.batch_size = batch_size
+
+    def _batch(self, texts: list[str], spec: SamplingSpec, seed: int) -> tuple[list[str], list[int], list[str]]:
+        import torch
+
+        tok = self.tokenizer
+        enc = tok(render_prompts(tok, texts), return_tensors="pt", padding=True,
+                  add_special_tokens=False).to(self.model.device)
+        torch.manual_seed(seed)
+        sample = spec.temperature > 0
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc, do_sample=sample, temperature=spec.temperature if sample else None,
+                top_p=spec.top_p if sample else None, top_k=0 if sample else None,
+                max_new_tokens=spec.max_new_tokens, num_return_sequences=spec.n,
+                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                stop_strings=list(spec.stop) or None, tokenizer=tok if spec.stop else None)
+        new = out[:, enc["input_ids"].shape[1]:]
+        is_eos = new == tok.eos_token_id
+        has_eos = is_eos.any(dim=1)
+        # tokens up to and including the first EOS; everything after it is padding
+        n_tok = torch.where(has_eos, is_eos.int().argmax(dim=1) + 1, torch.full_like(has_eos, new.shape[1], dtype=torch.long))
+        texts_out = tok.batch_decode(new, skip_special_tokens=True)
+        reasons = ["stop" if e else "length" for e in has_eos.tolist()]
+        return texts_out, n_tok.tolist(), reasons
+
+    def generate(self, prompts: pl.DataFrame, spec: SamplingSpec, desc: str = "generate") -> pl.DataFrame:
+        prompts = prompts.sort("prompt_id")
+        ids, texts = prompts["prompt_id"].to_list(), prompts["text"].to_list()
+        cols: dict[str, list] = {k: [] for k in OUTPUT_SCHEMA}
+        with progress_bar(desc, total=len(ids) * spec.n) as advance:
+            for b, start in enumerate(range(0, len(ids), self.batch_size)):
+                chunk_ids = ids[start:start + self.batch_size]
+                seed = derive_seed(spec.seed, "hf-batch", desc, spec.first_batch + b)
+                out_text, n_tok, reasons = self._batch(texts[start:start + self.batch_size], spec, seed)
+                cols["prompt_id"] += [p for p in chunk_ids for _ in range(spec.n)]
+                cols["sample_idx"] += list(range(spec.n)) * len(chunk_ids)
+                cols["text"] += out_text
+                cols["n_tokens"] += n_tok
+                cols["finish_reason"] += reasons
+                cols["seed"] += [seed] * len(out_text)
+                advance(len(out_text))
+        return pl.DataFrame(cols, schema=OUTPUT_SCHEMA)
+
+    def close(self) -> None:
+        del self.model

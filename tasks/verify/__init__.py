@@ -1,0 +1,1 @@
+"""Verifiers: which samples are correct (answers, chains, math, code in a sandbox, majority vote)."""

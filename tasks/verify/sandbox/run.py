@@ -1,0 +1,297 @@
+"""Check a sample's code against its unit tests: the code runs in a kernel sandbox, the checks here.
+
+Who enforces what (the README's sandbox section has the whole threat model):
+- the kernel, set up by bubblewrap (tasks/verify/sandbox/host.py): the sample's process has its own user,
+  mount, PID, IPC, UTS and network namespaces, sees only a read-only Python runtime and a private
+  tmpfs, runs as an unprivileged uid with no capabilities under no_new_privs, and a seccomp filter
+  (tasks/verify/sandbox/seccomp.py) kills it on any attempt to create processes or threads, signal, trace,
+  open sockets, mount, or enter namespaces; rlimits it cannot raise bound its CPU time, memory,
+  file sizes and open files. When its PID namespace's first process dies, the kernel kills every
+  process in it, so nothing outlives the run;
+- this process: it never runs the sample's text. It sends the code and the sub-expressions of the
+  tests to the runner (tasks/verify/sandbox/child.py), decodes the plain values that come back
+  (tasks/verify/sandbox/wire.py) and evaluates every assertion itself (tasks/verify/sandbox/checks.py). Every read
+  and write on the pipes, and every wait, has the run's wall-clock deadline.
+
+The sample can lie about its own values, exactly as a program can return any value; it cannot
+make a false assertion true, because it never sees the assertion's expected side and never runs
+the comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import reprlib
+import select
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tasks.config.recipe import SandboxLimits
+from tasks.verify.sandbox.checks import CheckFailed, Evaluator, RemoteRaised, Step, UnsupportedTest, plan_tests
+from tasks.verify.sandbox.host import SandboxUnavailable, bwrap_command, check_host, sandbox_ids
+from tasks.verify.sandbox.seccomp import program_fd
+from tasks.verify.sandbox.wire import MAX_REPLY_BYTES, WireError, decode_reply
+
+Status = Literal["passed", "failed", "timeout", "memory", "error", "blocked"]
+RUNNER = Path(__file__).with_name("child.py")  # its text is passed with -c: never imported
+_TAIL_BYTES = 2000
+_RAISED: dict[str, Status] = {"AssertionError": "failed", "MemoryError": "memory"}
+_SIGNALLED = 128  # bwrap exits with 128 + the signal that ended the sandboxed process
+
+__all__ = ["SandboxResult", "SandboxUnavailable", "UnsupportedTest", "require_sandbox", "run_tests"]
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    status: Status
+    seconds: float
+    stderr_tail: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+class _Ended(Exception):
+    """The runner stopped answering: it exited, closed its pipes, or the deadline passed."""
+
+    def __init__(self, timed_out: bool) -> None:
+        super().__init__("deadline" if timed_out else "end of output")
+        self.timed_out = timed_out
+
+
+class _NotStarted(Exception):
+    """The sandbox ended before its runner said it was ready: a host problem, never the sample's doing."""
+
+
+class _Channel:
+    """Line-framed JSON requests and replies over the runner's stdin/stdout, all under one deadline."""
+
+    def __init__(self, proc: subprocess.Popen, deadline: float) -> None:
+        self.out, self.inp, self.deadline = proc.stdin.fileno(), proc.stdout.fileno(), deadline  # type: ignore
+        os.set_blocking(self.out, False)
+        os.set_blocking(self.inp, False)
+        self.buffer = bytearray()
+
+    def _wait(self, fd: int, event: int) -> None:
+        poller = select.poll()
+        poller.register(fd, event | select.POLLHUP | select.POLLERR)
+        left = self.deadline - time.monotonic()
+        if left <= 0 or not poller.poll(left * 1000):
+            raise _Ended(timed_out=True)
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.send(request)
+        return self.recv()
+
+    def send(self, request: dict[str, Any]) -> None:
+        data = memoryview(json.dumps(request, ensure_ascii=True).encode() + b"\n")
+        while data:
+            self._wait(self.out, select.POLLOUT)
+            try:
+                data = data[os.write(self.out, data):]
+            except BlockingIOError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                raise _Ended(timed_out=False) from None
+
+    def recv(self) -> dict[str, Any]:
+        while b"\n" not in self.buffer:
+            if len(self.buffer) > MAX_REPLY_BYTES:
+                raise WireError(f"reply larger than {MAX_REPLY_BYTES} bytes")
+            self._wait(self.inp, select.POLLIN)
+            try:
+                chunk = os.read(self.inp, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                raise _Ended(timed_out=False)
+            self.buffer += chunk
+        line, _, rest = bytes(self.buffer).partition(b"\n")
+        self.buffer = bytearray(rest)
+        return decode_reply(line)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 120
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxset = _REPR.maxfrozenset = _REPR.maxdict = 12
+
+
+def _show(value: Any) -> str:
+    """A short repr of a decoded value for the failure message (bounded work, even for huge values)."""
+    try:
+        return _REPR.repr(value)
+    except ValueError:  # an integer past Python's digit limit for str()
+        return "<a value too large to show>"
+
+
+def _raised(name: str, tail: str) -> tuple[Status, str]:
+    return _RAISED.get(name, "error"), tail or name
+
+
+def _check_all(chan: _Channel, code: str, steps: list[Step]) -> tuple[Status, str]:
+    try:
+        ready = chan.recv()  # sent by the runner before it reads anything of the sample
+    except _Ended as ended:
+        if ended.timed_out:
+            raise
+        raise _NotStarted from None
+    if ready != {"ready": True}:
+        raise WireError("the runner did not start with a ready line")
+    reply = chan.ask({"op": "exec", "src": code, "name": "<sample>"})
+    if "raised" in reply:
+        return _raised(reply["raised"], reply["tail"])
+
+    def remote(source: str) -> Any:
+        answer = chan.ask({"op": "eval", "src": source})
+        if "raised" in answer:
+            raise RemoteRaised(answer["raised"], answer["tail"])
+        return answer["value"]
+
+    evaluator = Evaluator(remote)
+    for step in steps:
+        try:
+            if step.kind == "exec":
+                reply = chan.ask({"op": "exec", "src": step.source, "name": "<test>"})
+                if "raised" in reply:
+                    return _raised(reply["raised"], reply["tail"])
+            elif step.kind == "bind":
+                evaluator.bind(step)
+            else:
+                evaluator.check(step)
+        except (_Ended, WireError):
+            raise
+        except RemoteRaised as exc:
+            return _raised(exc.name, exc.tail)
+        except CheckFailed as exc:
+            seen = "; ".join(f"{src} returned {_show(value)}" for src, value in evaluator.seen)
+            return "failed", f"AssertionError: {step.source}\n({exc}{': ' + seen if seen else ''})"
+        except Exception as exc:  # noqa: BLE001 - a test that fails on plain values, e.g. 1 < "a"
+            return "error", f"{type(exc).__name__}: {str(exc)[:200]} (in {step.source})"
+    return "passed", ""
+
+
+def _after_exit(proc: subprocess.Popen, ended: _Ended, deadline: float) -> tuple[Status, str]:
+    """The verdict when the runner stopped answering: from how (and whether) it ended by the deadline."""
+    if not ended.timed_out:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:  # closed its pipes and kept running
+            return "timeout", "sandbox: wall-clock limit"
+    if ended.timed_out or proc.returncode is None:
+        return "timeout", "sandbox: wall-clock limit"
+    code = proc.returncode
+    if code == _SIGNALLED + signal.SIGSYS:
+        return "blocked", "sandbox: blocked a forbidden system call"
+    if code in (_SIGNALLED + signal.SIGXCPU, _SIGNALLED + signal.SIGKILL):
+        return "timeout", "sandbox: CPU time limit"
+    return "error", f"sandbox: the sample's process exited (status {code}) before its tests were checked"
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # bwrap; the PID namespace dies with its first process
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass  # a process in uninterruptible sleep: the kernel reaps it later; the verdict stands
+
+
+def _run(code: str, steps: list[Step], limits: SandboxLimits) -> SandboxResult:
+    runner = json.dumps(limits.model_dump(include={"cpu_seconds", "memory_mb", "file_size_mb"}))
+    ids = sandbox_ids()
+    user = {"user": ids[0], "group": ids[1], "extra_groups": []} if ids else {}
+    with tempfile.TemporaryFile() as err:
+        start = time.monotonic()
+        deadline = start + limits.wall_seconds
+        seccomp = program_fd()
+        try:
+            proc = subprocess.Popen(bwrap_command(limits, seccomp, ["-s", "-P", "-B", "-c", RUNNER.read_text(),
+                                                                    runner]),
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, cwd="/",
+                                    pass_fds=(seccomp,), close_fds=True, process_group=0,
+                                    env={"PATH": os.defpath}, **user)  # bwrap's own pid 1 holds no secrets
+        finally:
+            os.close(seccomp)
+        not_started = False
+        try:
+            try:
+                status, message = _check_all(_Channel(proc, deadline), code, steps)
+            except _NotStarted:
+                not_started = True
+            except _Ended as ended:
+                status, message = _after_exit(proc, ended, deadline)
+            except WireError as exc:
+                status, message = "error", f"sandbox: unreadable reply ({exc})"
+        finally:
+            _kill(proc)
+            for pipe in (proc.stdin, proc.stdout):
+                try:
+                    pipe.close()  # type: ignore[union-attr]
+                except OSError:
+                    pass
+        seconds = time.monotonic() - start
+        size = err.seek(0, os.SEEK_END)
+        err.seek(max(0, size - _TAIL_BYTES))
+        tail = err.read().decode("utf-8", errors="replace")
+    if not_started:
+        lines = tail.strip().splitlines() or [f"exit status {proc.returncode}"]
+        raise _NotStarted(next((ln for ln in lines if ln.startswith("bwrap:")), lines[-1]).strip()[:200])
+    return SandboxResult(status=status, seconds=round(seconds, 3), stderr_tail=f"{tail}\n{message}".strip())
+
+
+_ready = threading.Event()
+_ready_lock = threading.Lock()
+
+
+def require_sandbox() -> None:
+    """Fail closed: raise SandboxUnavailable (one line, with the fix) unless a trial sandbox works."""
+    if _ready.is_set():
+        return
+    with _ready_lock:
+        if _ready.is_set():
+            return
+        check_host()
+        try:
+            trial = _run("def probe():\n    return 1\n", plan_tests(["assert probe() == 1"]), SandboxLimits())
+        except _NotStarted as exc:
+            reason = str(exc)
+            userns = any(word in reason for word in ("namespace", "Operation not permitted", "No permissions"))
+            raise SandboxUnavailable(
+                f"a trial sandbox did not start ({reason})",
+                "allow unprivileged user namespaces (sysctl user.max_user_namespaces=15000; Debian kernels "
+                "also kernel.unprivileged_userns_clone=1, Ubuntu 24.04 kernel.apparmor_restrict_unprivileged_"
+                "userns=0; in a container, a seccomp profile that allows unshare)." if userns else
+                "see the bwrap message; the README's sandbox section lists what the host needs.") from None
+        if trial.status != "passed":
+            raise SandboxUnavailable(f"a trial sandbox did not pass a trivial test ({trial.status}: "
+                                     f"{trial.stderr_tail[-200:]})",
+                                     "see the message; the README's sandbox section lists what the host needs.")
+        _ready.set()
+
+
+def run_tests(code: str, tests: list[str], limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
+    """Run `code` in a sandbox and check `tests` (statements; asserts are checked here) against it.
+
+    passed: every assert held; failed: one was false (or the code raised AssertionError); error: any
+    other exception (syntax errors, `exit()` before the tests, values that are not plain data in a
+    comparison's place count as failed); memory: MemoryError; timeout: the CPU or wall limit;
+    blocked: the seccomp filter ended the process. Raises UnsupportedTest for tests that cannot be
+    checked here and SandboxUnavailable where the host cannot isolate the code."""
+    steps = plan_tests(tests)
+    require_sandbox()
+    try:
+        return _run(code, steps, limits)
+    except _NotStarted as exc:  # it worked for the trial: something on the host ran out
+        raise SandboxUnavailable(f"a sandbox stopped starting ({exc})",
+                                 "check user.max_user_namespaces, free memory and disk, then run again; "
+                                 "no verdict was recorded for this sample.") from None

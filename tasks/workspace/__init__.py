@@ -1,0 +1,1 @@
+"""Workspaces: layout, git and DVC versioning, iteration records, crash recovery, atomic writes, provenance."""
