@@ -31,8 +31,8 @@ def measure(backend: str, model: str, prompts_path: str, n_prompts: int, k: int,
     """One backend, in this process: start the engine, then sample k per prompt."""
     import polars as pl
 
-    from tasks.models.backends import SamplingSpec, make_backend
     from tasks.config.recipe import GenerateConfig
+    from tasks.models.backends import SamplingSpec, make_backend
 
     prompts = (pl.read_parquet(prompts_path).filter(pl.col("split") == "train").sort("prompt_id")
                .head(n_prompts).select("prompt_id", "text"))

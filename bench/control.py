@@ -21,12 +21,12 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from bench._common import print_table
-from tasks.workspace.atomic import read_json
-from tasks.stages.evaluate import evaluate
-from tasks.workspace.layout import Layout
 from tasks.config.loading import load_recipe
 from tasks.seeds import derive_seed
+from tasks.stages.evaluate import evaluate
 from tasks.stages.train import seed_examples, sft
+from tasks.workspace.atomic import read_json
+from tasks.workspace.layout import Layout
 
 
 def run_control(layout: Layout, iterations: int, scratch: Path) -> list[float]:

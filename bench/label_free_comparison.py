@@ -35,10 +35,10 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 from bench._common import print_table
 from bench.control import run_control
 from bench.method_comparison import _merge
+from tasks.config.loading import load_recipe, recipe_from_dict, recipe_to_yaml, write_recipe
+from tasks.pipeline import GATED_STAGES, ITERATION_STAGES, IterationVars, run_stage, write_iteration_vars
 from tasks.workspace.atomic import read_json
 from tasks.workspace.layout import Layout
-from tasks.pipeline import GATED_STAGES, ITERATION_STAGES, IterationVars, run_stage, write_iteration_vars
-from tasks.config.loading import load_recipe, recipe_from_dict, recipe_to_yaml, write_recipe
 
 ARMS = {"labelled": "configs/tiny-arith.yaml", "label-free": "configs/tiny-arith-labelfree.yaml",
         "dpo": "configs/tiny-arith-dpo.yaml"}

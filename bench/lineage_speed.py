@@ -259,10 +259,10 @@ def main() -> None:
     print(f"synthesised {args.iterations} iterations in {time.perf_counter() - start:.1f} s "
           f"(dvc.lock at the last tag: {lock_kb:.0f} KiB) at {root}")
 
-    from tasks.audit.sql import query
     from tasks.audit.diff import diff
     from tasks.audit.lineage import find_artifact, iteration_log
     from tasks.audit.lock_history import History
+    from tasks.audit.sql import query
 
     ckpt = History(root).lock("0002")["train@0002"].outs[0].md5[:10]
     last = str(args.iterations)

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from bench._common import print_table
 from bench.orchestration_overhead import bare_run
+from tasks.audit.report import pass_at_k_entry
 from tasks.workspace.atomic import read_json
 from tasks.workspace.layout import Layout
-from tasks.audit.report import pass_at_k_entry
 
 VARIANTS = {
     "B-STaR": {"calibrate": {"enabled": True}, "reward": {"source": "train"}},

@@ -19,10 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from bench._common import print_table
+from tasks.config.loading import load_recipe, recipe_to_yaml, write_recipe
+from tasks.pipeline import BOOTSTRAP_STAGES, ITERATION_STAGES, IterationVars, run_stage, write_iteration_vars
 from tasks.workspace.atomic import read_json
 from tasks.workspace.layout import Layout
-from tasks.pipeline import BOOTSTRAP_STAGES, ITERATION_STAGES, IterationVars, run_stage, write_iteration_vars
-from tasks.config.loading import load_recipe, recipe_to_yaml, write_recipe
 
 
 def bare_run(config: Path, root: Path, iterations: int) -> None:

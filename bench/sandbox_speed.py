@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._common import best_of, print_table  # noqa: E402
-from tasks.verify.code_verifier import CodeTestsVerifier, parse_tests  # noqa: E402
 from tasks.config.recipe import MBPPSource, SandboxLimits  # noqa: E402
 from tasks.data.mbpp import mbpp_prompts  # noqa: E402
 from tasks.stages.prepare import _read_prompt_file  # noqa: E402
+from tasks.verify.code_verifier import CodeTestsVerifier, parse_tests  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "mbpp" / "mbpp_tiny.jsonl"
 BASELINE_REV = "fa65b5b"  # the last commit with the audit-hook sandbox
@@ -96,8 +96,8 @@ def main() -> None:
     limits = SandboxLimits(workers=workers)
     samples, prompts = workload(args.copies)
     verifier = CodeTestsVerifier(limits)
-    from tasks.verify.sandbox.run import require_sandbox, run_tests
     from tasks.verify.sandbox.host import bwrap_command, runtime, sandbox_ids
+    from tasks.verify.sandbox.run import require_sandbox, run_tests
     from tasks.verify.sandbox.seccomp import program_fd
 
     require_sandbox()  # one-time set-up (runtime mirror, trial run) stays out of the timings

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from tasks.workspace.atomic import write_json
 from tasks.config.recipe import StageDispatch
+from tasks.workspace.atomic import write_json
 from tasks.placement.dispatch import (DispatchError, DispatchRequest, RunCacheMiss, WorkerReport, build_request,
                             check_report, collect_outputs, push_inputs)
-from tasks.workspace.layout import Layout
 from tasks.pipeline import dvc_stage_name
+from tasks.workspace.layout import Layout
 
 WORKER_FLOW = "flywheel-stage"
 REPORT_KEY = "flywheel-stage-report"

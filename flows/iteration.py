@@ -9,14 +9,14 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.stage_tasks import stage
-from tasks.metrics import costs
-from tasks.workspace.atomic import read_json
-from tasks.errors import GateFailedError
 from tasks.audit.dashboard import write_dashboard
+from tasks.audit.report import iteration_markdown
+from tasks.errors import GateFailedError
+from tasks.metrics import costs
+from tasks.pipeline import BASELINE, BOOTSTRAP_STAGES, GATED_STAGES, ITERATION_STAGES
+from tasks.workspace.atomic import read_json
 from tasks.workspace.iterations import NextIteration, finish_iteration, load_records, start_iteration, ungate
 from tasks.workspace.layout import Layout
-from tasks.pipeline import BASELINE, BOOTSTRAP_STAGES, GATED_STAGES, ITERATION_STAGES
-from tasks.audit.report import iteration_markdown
 from tasks.workspace.versioning import tags
 
 

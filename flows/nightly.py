@@ -8,8 +8,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.iteration import bootstrap_flow, iteration_flow
-from tasks.workspace.iterations import plan_next
 from tasks.config.loading import load_recipe
+from tasks.workspace.iterations import plan_next
 from tasks.workspace.recovery import recover
 from tasks.workspace.repo import open_workspace, workspace_lock
 

@@ -10,9 +10,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.metrics import costs
+from tasks.pipeline import BASELINE, BOOTSTRAP_STAGES, ITERATION_STAGES, dvc_stage_name, run_stage, stage_recipe
 from tasks.placement.dispatch import stage_dispatch
 from tasks.workspace.layout import Layout
-from tasks.pipeline import BASELINE, BOOTSTRAP_STAGES, ITERATION_STAGES, dvc_stage_name, run_stage, stage_recipe
 from tasks.workspace.recovery import mark_progress
 from tasks.workspace.versioning import commit_stage, stage_is_current
 

@@ -16,8 +16,8 @@ def status(workspace: WorkspaceOpt = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
     """List the workspace's iterations with their metrics and promotion decisions."""
     try:
-        from tasks.workspace.iterations import load_records
         from tasks.audit.report import status_row
+        from tasks.workspace.iterations import load_records
 
         from tasks.workspace.layout import Layout
 
@@ -35,8 +35,8 @@ def report(workspace: WorkspaceOpt = None,
     """Write the dashboard: a PNG and a self-contained HTML page of the metrics over iterations."""
     try:
         from tasks.audit.dashboard import write_dashboard
-        from tasks.workspace.iterations import load_records
         from tasks.config.loading import load_recipe
+        from tasks.workspace.iterations import load_records
 
         from tasks.workspace.layout import Layout
 

@@ -153,8 +153,8 @@ def run_workspace(option: Path | None, config: Path | None, *, create_default: b
     if looks_like_workspace(target.root) or (target.source == "default" and not create_default) \
             or find_enclosing_workspace(target.root) is not None:  # never a workspace inside a workspace
         return Layout(target_workspace(option).root), False
-    from tasks.preflight import preflight
     from tasks.config.loading import load_recipe
+    from tasks.preflight import preflight
     from tasks.workspace.repo import init_workspace
 
     quiet = quiet or contextlib.nullcontext

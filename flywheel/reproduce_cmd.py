@@ -24,13 +24,13 @@ def reproduce(iteration: Annotated[str, typer.Argument(help="Iteration number, e
     The live workspace is never modified; inside a clone, the clone's history and DVC remote are
     used. Exits 1 when any artifact differs or is missing.
     """
-    from tasks.workspace.atomic import read_json
-    from tasks.workspace.layout import Layout, iteration_id
-    from tasks.preflight import preflight
-    from tasks.config.loading import load_recipe
     from tasks.audit.reproduce import check_provenance, deterministic, isolated_clone, load_record, relax_for_gpu, rerun
     from tasks.audit.reproduce import summary
     from tasks.audit.reproduce import verify_only as verify
+    from tasks.config.loading import load_recipe
+    from tasks.preflight import preflight
+    from tasks.workspace.atomic import read_json
+    from tasks.workspace.layout import Layout, iteration_id
 
     quiet_prefect()
     try:

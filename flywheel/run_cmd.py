@@ -19,8 +19,8 @@ def init(directory: Annotated[Path, typer.Argument(help="New or empty folder for
          config: Annotated[Path, typer.Option("--config", "-c", help="Recipe YAML (see configs/).")]) -> None:
     """Create a workspace: its own git + DVC repo, the pipeline, the resolved recipe and a local DVC remote."""
     from flywheel.runlog import hold_output
-    from tasks.preflight import preflight
     from tasks.config.loading import load_recipe
+    from tasks.preflight import preflight
     from tasks.workspace.repo import init_workspace
 
     try:
@@ -57,8 +57,8 @@ def run(workspace: WorkspaceOpt = None, config: ConfigOpt = None,
         require_data(layout.root, complete=True)  # a clone before `dvc pull`: refused, nothing written
         with workspace_lock(layout):  # held for the whole run; the flow re-enters it
             if not created:
-                from tasks.preflight import preflight
                 from tasks.config.loading import load_recipe
+                from tasks.preflight import preflight
 
                 with hold_output(verbose):  # what the engine check prints goes to the run's log
                     preflight(load_recipe(layout.recipe), layout.root)  # the recipe, inputs, remote, engine
@@ -85,8 +85,8 @@ def serve(workspace: WorkspaceOpt = None, config: ConfigOpt = None,
     """
     quiet_prefect()
     try:
-        from tasks.preflight import preflight
         from tasks.config.loading import load_recipe
+        from tasks.preflight import preflight
 
         layout, created = run_workspace(workspace, config, create_default=False)
         if not created:
@@ -105,8 +105,8 @@ def stage_cmd(name: Annotated[str, typer.Argument(help="Stage name, as in dvc.ya
 
     Under `dvc repro` the stage runs in the repository DVC runs it for, unless -w says otherwise."""
     try:
-        from tasks.workspace.layout import Layout, iteration_id
         from tasks.pipeline import run_stage
+        from tasks.workspace.layout import Layout, iteration_id
 
         it = iteration_id(iteration) if iteration else None  # validate before touching the workspace
         result = run_stage(Layout(target_workspace(workspace, under_dvc=True).root), name, it,

@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from tasks.workspace.layout import Layout
 from tasks.pipeline import BOOTSTRAP_STAGES
+from tasks.workspace.layout import Layout
 
 ENGINE_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 DETAIL_LOGGERS = (*ENGINE_LOGGERS, "tasks", "flows")  # recorded at INFO in the file

@@ -14,12 +14,12 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from tasks.workspace.atomic import read_json
-from tasks.config.recipe import Recipe, TrainConfig
-from tasks.workspace.layout import Layout
-from tasks.numerics import pin
 from tasks.config.loading import load_recipe
+from tasks.config.recipe import Recipe, TrainConfig
+from tasks.numerics import pin
 from tasks.seeds import derive_seed
+from tasks.workspace.atomic import read_json
+from tasks.workspace.layout import Layout
 
 BOOTSTRAP_STAGES = ("prepare", "base", "warmup", "baseline", "reward")
 ITERATION_STAGES = ("calibrate", "generate", "score", "select", "check", "train", "evaluate", "promote")
@@ -64,6 +64,7 @@ def stage_recipe(layout: Layout, it: str | None) -> Recipe:
 def _stage_fns(shard_runner=None) -> dict[str, Callable[[Layout, Recipe, str | None, IterationVars | None],
                                                        dict | None]]:
     # Imports stay inside so `flywheel --help` never loads torch.
+    from tasks.placement import shards
     from tasks.stages import bootstrap
     from tasks.stages import calibrate
     from tasks.stages import check
@@ -74,7 +75,6 @@ def _stage_fns(shard_runner=None) -> dict[str, Callable[[Layout, Recipe, str | N
     from tasks.stages import reward
     from tasks.stages import score
     from tasks.stages import select
-    from tasks.placement import shards
     from tasks.stages.prepare import prepare
 
     def seed(r: Recipe, it: str | None, stage: str) -> int:
@@ -147,8 +147,8 @@ def _checkpoints(L: Layout, name: str) -> Path:
 
 def _launched(L: Layout, cfg: TrainConfig, stage: str, it: str | None) -> dict | None:
     """With a launcher in the recipe, run the stage as a multi-process job and return its result."""
-    from tasks.placement.launch import run_launched, should_launch
     from tasks.models.sft_setup import check_hardware, resolve_precision
+    from tasks.placement.launch import run_launched, should_launch
 
     if not should_launch(cfg):
         return None

@@ -141,9 +141,9 @@ def micro_workspace(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def micro_assets(tmp_path_factory):
     """A micro recipe, its prompts table and an untrained tiny model (built once per session)."""
-    from tasks.stages.prepare import prepare
     from tasks.config.loading import recipe_from_dict
     from tasks.models.tiny_model import build_tiny_llama
+    from tasks.stages.prepare import prepare
 
     root = tmp_path_factory.mktemp("assets")
     recipe = recipe_from_dict(yaml.safe_load(yaml.safe_dump(MICRO_RECIPE)))

@@ -7,9 +7,9 @@ import logging
 import polars as pl
 import pytest
 
+from tasks.config.recipe import GenerateConfig
 from tasks.models.backends import SamplingSpec, make_backend
 from tasks.models.backends.base import OUTPUT_SCHEMA, resolve_backend_name, vllm_usable
-from tasks.config.recipe import GenerateConfig
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +100,10 @@ def test_a_workspace_records_the_concrete_backend_auto_chose(tmp_path):
 
 
 def test_asking_for_vllm_where_it_does_not_import_is_a_config_error(tmp_path, monkeypatch):
-    from tasks.models import backends
-    from tasks.errors import ConfigError
-    from tasks.preflight import preflight
     from tasks.config.loading import recipe_from_dict
+    from tasks.errors import ConfigError
+    from tasks.models import backends
+    from tasks.preflight import preflight
 
     monkeypatch.setattr(backends.base, "vllm_usable", lambda: False)  # a machine without vLLM
     with pytest.raises(ConfigError, match="generate.backend"):
@@ -114,9 +114,9 @@ def test_asking_for_vllm_where_it_does_not_import_is_a_config_error(tmp_path, mo
 def test_a_kept_engine_samples_exactly_like_a_fresh_one(micro_assets, prompts, tmp_path):
     import shutil
 
+    from tasks.config.recipe import VLLMConfig
     from tasks.models.backends.engine_cache import release_engine, shared_engine
     from tasks.models.backends.vllm_backend import VLLMBackend
-    from tasks.config.recipe import VLLMConfig
 
     _, _, model = micro_assets
     spec = SamplingSpec(n=2, temperature=1.0, max_new_tokens=12, seed=7)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from tasks.workspace.atomic import read_json
 from tasks.stages.calibrate import calibrate
+from tasks.workspace.atomic import read_json
 
 
 def test_balancing_off_stores_the_fixed_pair(micro_assets, tmp_path):

@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from tasks.data.schema import CALIBRATION, SCORED, conform
 from tasks.metrics.bstar import iteration_metrics
 from tasks.metrics.calibration_grid import calibration_grid, choose
-from tasks.data.schema import CALIBRATION, SCORED, conform
 
 
 def probe(rows: list[tuple[float, str, str, bool, float]]) -> pl.DataFrame:

@@ -8,14 +8,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tasks.verify.code_verifier import CodeTestsVerifier, extract_code, parse_tests
-from tasks.config.recipe import MBPPSource, Recipe, SandboxLimits, VerifierConfig
-from tasks.errors import InputDataError
-from tasks.data.mbpp import PROMPT_HINT, mbpp_prompts
-from tasks.stages.prepare import _read_prompt_file, prepare
 from tasks.config.loading import load_recipe
+from tasks.config.recipe import MBPPSource, Recipe, SandboxLimits, VerifierConfig
+from tasks.data.mbpp import PROMPT_HINT, mbpp_prompts
 from tasks.data.schema import PROMPTS, read_table, stable_ids
+from tasks.errors import InputDataError
+from tasks.stages.prepare import _read_prompt_file, prepare
 from tasks.stages.score import score_table
+from tasks.verify.code_verifier import CodeTestsVerifier, extract_code, parse_tests
 from tasks.verify.verifiers import make_verifier
 from tests.test_sandbox import sandbox_ready  # noqa: F401 - the fixture: fail in CI, skip elsewhere
 

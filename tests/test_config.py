@@ -8,9 +8,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from tasks.config.loading import load_recipe, recipe_from_dict, recipe_to_yaml, write_recipe
 from tasks.config.recipe import ArithSource, FileSource, PretrainedInit, Recipe, TinyLlamaInit
 from tasks.errors import ConfigError
-from tasks.config.loading import load_recipe, recipe_from_dict, recipe_to_yaml, write_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = ROOT / "configs" / "tiny-arith.yaml"

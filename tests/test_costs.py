@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 import yaml
 
-from tasks.metrics.costs import iteration_cost, own_peak_rss_mb, record_stage
-from tasks.workspace.layout import Layout
-from tasks.pipeline import BOOTSTRAP_STAGES, ITERATION_STAGES
 from tasks.audit.report import iteration_markdown
+from tasks.metrics.costs import iteration_cost, own_peak_rss_mb, record_stage
+from tasks.pipeline import BOOTSTRAP_STAGES, ITERATION_STAGES
+from tasks.workspace.layout import Layout
 from tests.conftest import MICRO_RECIPE, ROOT, flywheel
 
 

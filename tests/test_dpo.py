@@ -14,8 +14,8 @@ import polars as pl
 import pytest
 
 from tasks.config.recipe import LoraConfig, TrainConfig
-from tasks.stages.dpo import dpo
 from tasks.data.schema import PAIRS, conform
+from tasks.stages.dpo import dpo
 
 ROOT = Path(__file__).resolve().parent.parent
 CFG = TrainConfig(objective="dpo", max_steps=4, batch_size=8, learning_rate=5e-3, dpo={"beta": 0.5})

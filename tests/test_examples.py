@@ -9,10 +9,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tasks.preflight import preflight
-from tasks.stages.prepare import prepare
 from tasks.config.loading import load_recipe
 from tasks.data.schema import PROMPTS, read_table
+from tasks.preflight import preflight
+from tasks.stages.prepare import prepare
 from tests.conftest import flywheel
 
 ROOT = Path(__file__).resolve().parent.parent

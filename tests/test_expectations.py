@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 
 from tasks.config.recipe import CheckConfig
-from tasks.metrics.expectations import validate_tables
 from tasks.data.schema import MESSAGE, PAIRS, PROMPTS, SAMPLES, SCORED, SELECTED, conform, stable_ids
+from tasks.metrics.expectations import validate_tables
 
 K = 4
 

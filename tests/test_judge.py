@@ -6,11 +6,11 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from tasks.config.loading import recipe_from_dict
 from tasks.config.recipe import GenerateConfig, JudgeConfig, RewardConfig
+from tasks.data.schema import JUDGED, conform
 from tasks.errors import ConfigError
 from tasks.stages.judge import add_judge_rewards, judge, judge_requests, judge_table, parse_scores
-from tasks.config.loading import recipe_from_dict
-from tasks.data.schema import JUDGED, conform
 
 
 def scores(replies: list[str], pattern: str = JudgeConfig().pattern) -> list[int | None]:

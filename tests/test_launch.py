@@ -65,8 +65,8 @@ def test_launched_workers_do_not_launch_again(monkeypatch):
 
 def test_accelerate_cpu_launch_trains_the_warmup_like_in_process(micro_recipe, tmp_path):
     """`accelerate launch --cpu --num_processes 1 -m flywheel stage warmup` end to end on the micro model."""
-    from tasks.pipeline import run_stage
     from tasks.config.loading import load_recipe
+    from tasks.pipeline import run_stage
     from tasks.workspace.repo import init_workspace
 
     data = yaml.safe_load(micro_recipe.read_text())
@@ -79,8 +79,8 @@ def test_accelerate_cpu_launch_trains_the_warmup_like_in_process(micro_recipe, t
     assert launched["steps"] == 3 and launched["train_loss"] > 0
     weights = (layout.model("0000") / "model.safetensors").read_bytes()
 
-    from tasks.stages.bootstrap import warmup
     from tasks.seeds import derive_seed
+    from tasks.stages.bootstrap import warmup
 
     recipe = load_recipe(layout.recipe)
     local = warmup(recipe, layout.base_model, layout.prompts, derive_seed(recipe.run.seed, "0000", "warmup"),

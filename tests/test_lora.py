@@ -96,8 +96,8 @@ def test_config_refuses_qlora_in_fp32():
 @pytest.mark.slow  # two vLLM engine starts: about 30 s on a busy 2-core machine
 def test_vllm_serves_the_adapter_on_its_base(lora_run):
     pytest.importorskip("vllm")
-    from tasks.models.backends.vllm_backend import VLLMBackend
     from tasks.config.recipe import VLLMConfig
+    from tasks.models.backends.vllm_backend import VLLMBackend
 
     _, out, _ = lora_run
     prompts = ["Tom has 3 apples and buys 4 more. How many?\nA:"]

@@ -6,8 +6,8 @@ import polars as pl
 import pytest
 
 from tasks.config.recipe import VerifierConfig, VoteConfig
-from tasks.verify.majority_vote import MajorityVoteVerifier, pseudo_label_metrics
 from tasks.stages.score import score_table
+from tasks.verify.majority_vote import MajorityVoteVerifier, pseudo_label_metrics
 from tasks.verify.verifiers import make_verifier
 
 
@@ -105,8 +105,8 @@ def test_pseudo_label_metrics_report_accuracy_against_gold_only_as_a_monitor():
 
 
 def test_check_stage_reports_how_pseudo_label_accuracy_moved_since_the_first_iteration():
-    from tasks.stages.check import vote_monitor
     from tasks.config.recipe import Recipe
+    from tasks.stages.check import vote_monitor
 
     recipe = Recipe(verifier=VerifierConfig(type="majority_vote"))
     first_s, prompts = table({"a": ["Answer: 1", "Answer: 1", "Answer: 2"], "b": ["Answer: 4", "Answer: 4"]},

@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 
 from tasks.config.recipe import RewardConfig, VerifierConfig
-from tasks.workspace.layout import Layout
 from tasks.data.schema import PROMPTS, SAMPLES, read_table, write_table
 from tasks.stages.score import score
+from tasks.workspace.layout import Layout
 from tests.conftest import flywheel, write_recipe
 
 GSM8K = Path(__file__).resolve().parent / "fixtures" / "gsm8k"
@@ -58,10 +58,10 @@ def assert_gold_rewrites_score_correct(samples_path: Path, prompts_path: Path, t
 
 def test_prepare_generate_score_in_process(tmp_path, offline_datasets):
     """prepare -> tiny model -> generate -> score, the stage functions without the orchestration."""
-    from tasks.stages.generate import generate
-    from tasks.stages.prepare import prepare
     from tasks.config.loading import load_recipe
     from tasks.models.tiny_model import build_tiny_llama
+    from tasks.stages.generate import generate
+    from tasks.stages.prepare import prepare
     from tasks.stages.train import seed_examples
 
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", OVERRIDES))

@@ -9,12 +9,12 @@ import polars as pl
 import pytest
 import yaml
 
-from tasks.config.recipe import FileSource, HubSource, Recipe
-from tasks.errors import ConfigError, InputDataError
-from tasks.data.math_sources import apply_answer_format, boxed_content, load_hub_prompts
-from tasks.stages.prepare import ingest_prompt_file, prepare
 from tasks.config.loading import load_recipe
+from tasks.config.recipe import FileSource, HubSource, Recipe
+from tasks.data.math_sources import apply_answer_format, boxed_content, load_hub_prompts
 from tasks.data.schema import PROMPTS, read_table
+from tasks.errors import ConfigError, InputDataError
+from tasks.stages.prepare import ingest_prompt_file, prepare
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GSM8K, MATH = FIXTURES / "gsm8k", FIXTURES / "math"

@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 
 from tasks.config.recipe import VerifierConfig
-from tasks.verify.math_verifier import MathVerifier
 from tasks.stages.score import score_table
+from tasks.verify.math_verifier import MathVerifier
 from tasks.verify.verifiers import make_verifier
 
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 import yaml
 
+from tasks.audit.reproduce import VersionDriftError, check_numerics
 from tasks.config.recipe import NumericsConfig
 from tasks.errors import InputDataError
-from tasks.workspace.layout import Layout
 from tasks.numerics import available_cores, differences, pin, resolve, stage_env
-from tasks.audit.reproduce import VersionDriftError, check_numerics
 from tasks.placement.stage_process import StageProcessError, run_stage_isolated
+from tasks.workspace.layout import Layout
 from tests.conftest import MICRO_RECIPE, ROOT
 
 

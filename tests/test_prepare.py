@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 
 from tasks.config.recipe import ArithSource, FileSource
+from tasks.data.schema import PROMPTS, SPLITS, conform, stable_ids
 from tasks.errors import InputDataError
 from tasks.stages.prepare import build_arith_prompts, check_no_leakage, ingest_prompt_file
-from tasks.data.schema import PROMPTS, SPLITS, conform, stable_ids
 
 SMALL = ArithSource(seed_size=10, seed_mix=[0.45, 0.40, 0.10, 0.05], train_size_per_steps=7, probe_size=6,
                     test_size=9, max_steps=4)
@@ -413,8 +413,8 @@ def test_a_prompt_in_two_training_files_is_named(tmp_path):
     ({"path": {"train": "a.jsonl", "test": "b.jsonl"}, "splits": {"test": 0.2}}, "have a file and a carve"),
 ])
 def test_split_options_are_checked_in_the_recipe(opts, needle):
-    from tasks.errors import ConfigError
     from tasks.config.loading import recipe_from_dict
+    from tasks.errors import ConfigError
 
     with pytest.raises(ConfigError) as exc:
         recipe_from_dict({"prompts": {"source": {"type": "file", **opts}}}, "r.yaml")
@@ -435,8 +435,8 @@ def test_the_default_preset_prompts_table_is_byte_identical(tmp_path):
     """Recorded workspaces hash this table: the preset must keep writing the very same bytes."""
     import hashlib
 
-    from tasks.stages.prepare import prepare
     from tasks.config.loading import load_recipe
+    from tasks.stages.prepare import prepare
 
     out = prepare(load_recipe(Path(__file__).resolve().parent.parent / "configs" / "tiny-arith.yaml"),
                   tmp_path / "prompts.parquet")

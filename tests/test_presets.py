@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from tasks.config.loading import load_recipe
 from tasks.config.recipe import HubSource, PretrainedInit
 from tasks.data.math_sources import load_hub_prompts
-from tasks.config.loading import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = sorted((ROOT / "configs").glob("*.yaml"))

@@ -9,10 +9,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from tasks.config.checks import TINY_TEMPLATE_TOKENS, check_prompts, check_recipe, model_context
+from tasks.config.loading import load_recipe, recipe_from_dict
 from tasks.errors import ConfigError, FlywheelError, InputDataError
 from tasks.preflight import preflight, prompt_rows
-from tasks.config.loading import load_recipe, recipe_from_dict
-from tasks.config.checks import TINY_TEMPLATE_TOKENS, check_prompts, check_recipe, model_context
 from tests.conftest import MICRO_RECIPE
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tasks.config.loading import load_recipe
 from tasks.errors import WorkspaceBusyError
 from tasks.workspace.layout import Layout
-from tasks.config.loading import load_recipe
 from tasks.workspace.repo import holds_lock, init_workspace, workspace_lock
 from tests.conftest import ROOT, dvc, write_recipe
 

@@ -130,10 +130,10 @@ def test_gpu_runs_are_judged_by_metrics_within_tolerance():
 def test_reproducing_a_vllm_iteration_without_vllm_is_a_clear_error(micro_workspace, tmp_path, monkeypatch):
     import subprocess
 
-    from tasks.models import backends
-    from tasks.errors import ConfigError
-    from tasks.workspace.layout import Layout
     from tasks.audit.reproduce import require_backend
+    from tasks.errors import ConfigError
+    from tasks.models import backends
+    from tasks.workspace.layout import Layout
 
     clone = tmp_path / "ws"
     subprocess.run(["git", "clone", "-q", str(micro_workspace), str(clone)], check=True)

@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 
 from tasks.config.recipe import RewardConfig, TinyLlamaInit
-from tasks.stages.reward import RewardScorer, add_rewards, build_reward_model, reward_enabled, train_orm
 from tasks.models.tiny_model import build_tiny_llama
+from tasks.stages.reward import RewardScorer, add_rewards, build_reward_model, reward_enabled, train_orm
 
 TINY = TinyLlamaInit(hidden_size=32, num_layers=1, num_heads=1, num_kv_heads=1, intermediate_size=32)
 

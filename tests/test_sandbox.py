@@ -14,8 +14,8 @@ from pydantic import ValidationError
 import tasks.verify.sandbox.run as sandbox
 import tasks.verify.sandbox.host as host
 from tasks.config.recipe import SandboxLimits
-from tasks.verify.sandbox.run import SandboxUnavailable, UnsupportedTest, require_sandbox, run_tests
 from tasks.verify.sandbox.checks import plan_tests
+from tasks.verify.sandbox.run import SandboxUnavailable, UnsupportedTest, require_sandbox, run_tests
 
 LIMITS = SandboxLimits(cpu_seconds=1, memory_mb=256, wall_seconds=10, workers=2)  # slack for a busy host
 ADD = "def add(a, b):\n    return a + b\n"

@@ -7,8 +7,8 @@ import hashlib
 import polars as pl
 import pytest
 
-from tasks.errors import InputDataError
 from tasks.data.schema import PROMPTS, SELECTED, TABLES, conform, read_table, stable_ids, write_table
+from tasks.errors import InputDataError
 
 
 def prompts_rows(n: int = 6) -> pl.DataFrame:

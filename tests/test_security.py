@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from flywheel.cli import app
-from tasks.errors import ConfigError
 from tasks.config.loading import recipe_from_dict
-from tasks.workspace.secrets import redact
+from tasks.errors import ConfigError
 from tasks.verify.verifiers import ArithChainVerifier
+from tasks.workspace.secrets import redact
 from tests.conftest import ROOT, git, write_recipe
 
 runner = CliRunner()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tasks.errors import WorkspaceError
-from tasks.workspace.layout import Layout, iteration_id, tag_for
 from tasks.seeds import derive_seed
+from tasks.workspace.layout import Layout, iteration_id, tag_for
 
 
 def test_derive_seed_is_stable_and_in_range():

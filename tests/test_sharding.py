@@ -10,14 +10,14 @@ import numpy as np
 import polars as pl
 import pytest
 
+from tasks.config.loading import recipe_from_dict
 from tasks.config.recipe import PoolConfig, ScaleConfig
 from tasks.errors import ConfigError
+from tasks.placement.shards import ShardFailedError, generate_sharded, plan_generate, plan_score, score_sharded, shard_bounds
+from tasks.seeds import derive_seed
 from tasks.stages.generate import generate, pool_prompts, sample_prompts
-from tasks.config.loading import recipe_from_dict
 from tasks.stages.reward import SCORE_BATCH
 from tasks.stages.score import score
-from tasks.seeds import derive_seed
-from tasks.placement.shards import ShardFailedError, generate_sharded, plan_generate, plan_score, score_sharded, shard_bounds
 
 pytest.importorskip("prefect_dask")
 

@@ -61,9 +61,9 @@ def test_the_base_is_the_dequantised_gguf_with_its_origin_recorded(run):
 
 
 def test_gguf_import_gives_the_same_bytes_twice(run, tmp_path):
-    from tasks.stages.bootstrap import init_base
-    from tasks.models.loading import model_fingerprint
     from tasks.config.loading import load_recipe
+    from tasks.models.loading import model_fingerprint
+    from tasks.stages.bootstrap import init_base
 
     again = init_base(load_recipe(run / "flywheel.yaml"), 0, tmp_path / "base")
     assert model_fingerprint(again) == model_fingerprint(run / "models" / "base")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from tasks.errors import InputDataError
 from tasks.data.schema import stable_ids
 from tasks.data.splits import assignment_hash, carve, positions
+from tasks.errors import InputDataError
 
 
 def frame(n: int, start: int = 0, labelled_every: int = 1) -> pl.DataFrame:
@@ -109,8 +109,8 @@ def test_assignment_hash_is_order_free_and_sees_every_move():
 
 
 def test_lineage_records_the_split_assignment_hash(micro_workspace):
-    from tasks.workspace.layout import Layout
     from tasks.audit.lineage import iteration_lineage
+    from tasks.workspace.layout import Layout
 
     art = iteration_lineage(micro_workspace, 1)["artifacts"]["data/prompts/prompts.parquet"]
     assert art["split_sha256"] == assignment_hash(pl.read_parquet(Layout(micro_workspace).prompts))

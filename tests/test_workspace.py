@@ -10,10 +10,10 @@ import time
 import pytest
 import yaml
 
-from tasks.errors import WorkspaceBusyError
-from tasks.workspace.layout import Layout
-from tasks.pipeline import BOOTSTRAP_STAGES, ITERATION_STAGES, IterationVars, write_iteration_vars
 from tasks.config.loading import load_recipe
+from tasks.errors import WorkspaceBusyError
+from tasks.pipeline import BOOTSTRAP_STAGES, ITERATION_STAGES, IterationVars, write_iteration_vars
+from tasks.workspace.layout import Layout
 from tasks.workspace.repo import PIPELINE_TEMPLATE, init_workspace, workspace_lock
 from tests.conftest import dvc, git, write_recipe
 

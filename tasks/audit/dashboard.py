@@ -11,8 +11,8 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.workspace.atomic import write_text
 from tasks.audit.report import cost_row, pass_at_k_entry, status_row
+from tasks.workspace.atomic import write_text
 
 CURVES = {
     "held-out test": [("test_pass@1", "pass@1 (greedy)"), ("test_pass@k", "pass@K")],

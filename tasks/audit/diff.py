@@ -13,9 +13,9 @@ from typing import Any
 
 import duckdb
 
+from tasks.audit.lock_history import History, cache_object, flatten
 from tasks.audit.sql import lit
 from tasks.errors import WorkspaceError
-from tasks.audit.lock_history import History, cache_object, flatten
 
 KEYS = {"samples": ("prompt_id", "sample_idx"), "scored": ("prompt_id", "sample_idx"),
         "selected": ("prompt_id", "sample_idx"), "judged": ("prompt_id", "sample_idx"),

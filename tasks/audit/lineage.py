@@ -12,12 +12,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tasks.audit.sql import lit
-from tasks.errors import WorkspaceError
-from tasks.workspace.layout import tag_for
 from tasks.audit.lock_history import Entry, History, Stage, cache_object
 from tasks.audit.report import pass_at_k_entry
+from tasks.audit.sql import lit
+from tasks.errors import WorkspaceError
 from tasks.seeds import derive_seed
+from tasks.workspace.layout import tag_for
 
 # The stage key each stage passes to derive_seed (see tasks/pipeline.py::_stage_fns): the baseline
 # evaluation of models/0000 draws as "evaluate" of iteration 0000; prepare seeds per split itself.

@@ -14,8 +14,8 @@ from contextlib import chdir, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tasks.workspace.atomic import read_json
 from tasks.errors import WorkspaceError
+from tasks.workspace.atomic import read_json
 from tasks.workspace.layout import Layout, tag_for
 from tasks.pipeline import (BOOTSTRAP_STAGES, ITERATION_STAGES, dvc_stage_name, read_iteration_vars, run_stage,
                             stage_recipe)
@@ -193,9 +193,9 @@ def _declared(layout: Layout, stage: str, it: str) -> bool:
 
 def require_backend(clone: Layout, it: str) -> None:
     """The recorded generation backend must be usable here; another engine would sample differently."""
-    from tasks.models.backends.base import vllm_usable
-    from tasks.errors import ConfigError
     from tasks.config.loading import load_recipe
+    from tasks.errors import ConfigError
+    from tasks.models.backends.base import vllm_usable
 
     params = clone.params(it) if it != "0000" and clone.params(it).is_file() else clone.recipe
     if load_recipe(params).generate.backend == "vllm" and not vllm_usable():

@@ -19,8 +19,8 @@ from pathlib import Path
 import polars as pl
 
 from tasks.config.recipe import HubSource
-from tasks.errors import InputDataError
 from tasks.data.schema import SPLITS, stable_ids
+from tasks.errors import InputDataError
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import duckdb
 import polars as pl
 
 from tasks.config.recipe import MBPPSource
-from tasks.errors import InputDataError
 from tasks.data.schema import SPLITS, stable_ids
+from tasks.errors import InputDataError
 
 REQUIRED = ("task_id", "text", "code", "test_list")
 PROMPT_HINT = "Your code should pass this test:"

@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 
 from tasks.config.recipe import FileSource
+from tasks.data.schema import SPLITS
 from tasks.errors import InputDataError
 from tasks.workspace.provenance import CODE_ROOT
-from tasks.data.schema import SPLITS
 
 # What each mapped column may hold, as DuckDB names JSON value types (JSON null is always allowed).
 NUMBERS = {"UBIGINT", "BIGINT", "DOUBLE"}

@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from tasks.data.schema import CALIBRATION
 from tasks.metrics.bstar import balance_values, dedup_groups, prepare_scored
 from tasks.metrics.passk import pass_at_k
-from tasks.data.schema import CALIBRATION
 
 TIE_DECIMALS = 12
 

@@ -19,8 +19,8 @@ from typing import Any
 import polars as pl
 
 from tasks.config.recipe import CheckConfig
-from tasks.metrics.expectation_suites import GATED_TABLES, Batch, good_columns, metrics_batch, table_batches
 from tasks.data.schema import PROMPTS
+from tasks.metrics.expectation_suites import GATED_TABLES, Batch, good_columns, metrics_batch, table_batches
 
 DOCS_SITE = "flywheel_gate"
 

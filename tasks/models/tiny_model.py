@@ -5,8 +5,8 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
-from tasks.workspace.atomic import atomic_dir
 from tasks.config.recipe import TinyLlamaInit
+from tasks.workspace.atomic import atomic_dir
 
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
 CHARS = list(string.printable[:95]) + ["\n"]  # printable ASCII incl. space, plus newline

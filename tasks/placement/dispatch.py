@@ -23,8 +23,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.errors import WorkspaceError
-from tasks.workspace.layout import Layout
 from tasks.pipeline import dvc_stage_name
+from tasks.workspace.layout import Layout
 from tasks.workspace.secrets import has_credentials, redact
 from tasks.workspace.versioning import _repo, stage_target
 

@@ -16,9 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tasks.workspace.layout import Layout
 from tasks.numerics import stage_env
 from tasks.pipeline import ITERATION_STAGES, run_stage, stage_recipe
+from tasks.workspace.layout import Layout
 
 
 class StageProcessError(RuntimeError):

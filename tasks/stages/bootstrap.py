@@ -7,9 +7,9 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.workspace.atomic import atomic_dir
 from tasks.config.recipe import GGUFInit, PretrainedInit, Recipe, TinyLlamaInit
 from tasks.stages.train import seed_examples, sft
+from tasks.workspace.atomic import atomic_dir
 
 
 def init_base(recipe: Recipe, seed: int, out_dir: Path) -> Path:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.workspace.atomic import write_json
 from tasks.config.recipe import Recipe
 from tasks.data.schema import CALIBRATION, write_table
+from tasks.workspace.atomic import write_json
 
 
 def fixed_choice(recipe: Recipe) -> tuple[pl.DataFrame, dict]:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.workspace.atomic import write_json
-from tasks.metrics.bstar import hard_prompts, iteration_metrics
 from tasks.config.recipe import Recipe
 from tasks.data.schema import SAMPLES
+from tasks.metrics.bstar import hard_prompts, iteration_metrics
+from tasks.workspace.atomic import write_json
 
 
 def compute_metrics(scored: pl.DataFrame, selected: pl.DataFrame, baseline_scored: pl.DataFrame, choice: dict,

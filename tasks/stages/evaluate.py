@@ -6,12 +6,12 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.workspace.atomic import write_json
 from tasks.config.recipe import EvaluateConfig, GenerateConfig, VerifierConfig
-from tasks.stages.generate import sample_prompts
-from tasks.metrics.samples import per_prompt, summarise
 from tasks.data.schema import SCORED, write_table
+from tasks.metrics.samples import per_prompt, summarise
+from tasks.stages.generate import sample_prompts
 from tasks.stages.score import score_table
+from tasks.workspace.atomic import write_json
 
 
 def evaluate(model_dir: Path, prompts_path: Path, gen: GenerateConfig, cfg: EvaluateConfig,

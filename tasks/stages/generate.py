@@ -6,10 +6,10 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.models.backends import SamplingSpec, make_backend
 from tasks.config.recipe import GenerateConfig, PoolConfig
-from tasks.models.loading import model_fingerprint
 from tasks.data.schema import SAMPLES, write_table
+from tasks.models.backends import SamplingSpec, make_backend
+from tasks.models.loading import model_fingerprint
 
 
 def pool_prompts(prompts: pl.DataFrame, pool: PoolConfig, round_index: int, seed: int) -> pl.DataFrame:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.data.arith import generate_problems
 from tasks.config.recipe import ArithSource, FileSource, HubSource, MBPPSource, Recipe
-from tasks.errors import InputDataError
+from tasks.data.arith import generate_problems
 from tasks.data.schema import PROMPTS, stable_ids, write_table
+from tasks.errors import InputDataError
 from tasks.seeds import derive_seed
 
 

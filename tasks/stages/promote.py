@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.workspace.atomic import read_json, write_json
 from tasks.config.recipe import PromoteConfig
+from tasks.workspace.atomic import read_json, write_json
 
 
 def decide(candidate: dict, parent: dict, gate: dict, cfg: PromoteConfig, *, candidate_id: str,

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tasks.workspace.atomic import atomic_dir, read_json
 from tasks.config.recipe import Recipe, RewardConfig
 from tasks.models.loading import load_tokenizer, render_prompts, resolve_model_ref
 from tasks.stages.train import quiet_trainer
+from tasks.workspace.atomic import atomic_dir, read_json
 
 MARKER = "reward.json"
 # Rows per forward pass. Padding differs by batch, so a row's reward depends (in the last bits) on

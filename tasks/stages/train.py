@@ -14,10 +14,10 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.workspace.atomic import atomic_dir
 from tasks.config.recipe import TrainConfig
-from tasks.models.loading import load_tokenizer, model_fingerprint, render_prompts
 from tasks.data.schema import MESSAGE
+from tasks.models.loading import load_tokenizer, model_fingerprint, render_prompts
+from tasks.workspace.atomic import atomic_dir
 
 log = logging.getLogger(__name__)
 

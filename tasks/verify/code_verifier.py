@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import polars as pl
 
 from tasks.config.recipe import SandboxLimits, VerifierConfig
-from tasks.verify.sandbox.run import SandboxResult, UnsupportedTest, require_sandbox, run_tests
 from tasks.verify.sandbox.checks import plan_tests
+from tasks.verify.sandbox.run import SandboxResult, UnsupportedTest, require_sandbox, run_tests
 
 log = logging.getLogger(__name__)
 

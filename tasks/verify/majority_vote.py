@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from tasks.verify.answers import extract_answer, normalise_number
 from tasks.config.recipe import VoteConfig
+from tasks.verify.answers import extract_answer, normalise_number
 from tasks.verify.math_verifier import PARSE_TIMEOUT_S, VERIFY_TIMEOUT_S, MathVerifier, run_judge
 
 PASS_COLUMNS = ("temperature", "pass_name")  # samples of one prompt drawn in different passes vote apart

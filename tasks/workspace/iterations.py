@@ -6,16 +6,16 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.workspace.atomic import read_json, write_json, write_text
+from tasks.audit.report import pass_at_k_entry
+from tasks.config.loading import load_recipe, recipe_to_yaml
 from tasks.metrics.costs import iteration_cost
-from tasks.placement.dispatch import dispatched_device
-from tasks.workspace.layout import Layout, iteration_id, tag_for
 from tasks.numerics import record as numerics_record
 from tasks.pipeline import BASELINE, IterationVars, read_iteration_vars, write_iteration_vars
+from tasks.placement.dispatch import dispatched_device
+from tasks.workspace.atomic import read_json, write_json, write_text
+from tasks.workspace.layout import Layout, iteration_id, tag_for
 from tasks.workspace.provenance import code_revision, compute_device, package_versions
-from tasks.config.loading import load_recipe, recipe_to_yaml
 from tasks.workspace.recovery import mark_progress
-from tasks.audit.report import pass_at_k_entry
 from tasks.workspace.versioning import commit_and_tag, git, git_ok, push, tags
 
 

@@ -250,10 +250,10 @@ def _refuse_if_being_created(root: Path) -> None:
 
 
 def _create(root: Path, recipe: Recipe, remote: str, created: bool) -> Layout:
-    from tasks.workspace.atomic import write_json, write_text
-    from tasks.pipeline import write_iteration_vars
-    from tasks.workspace.provenance import code_revision, package_versions
     from tasks.config.loading import write_recipe
+    from tasks.pipeline import write_iteration_vars
+    from tasks.workspace.atomic import write_json, write_text
+    from tasks.workspace.provenance import code_revision, package_versions
     from tasks.workspace.versioning import commit_and_tag, init_repos
 
     try:

@@ -11,8 +11,8 @@ import os
 
 import polars as pl
 
-from tasks.models.backends.base import OUTPUT_SCHEMA, SamplingSpec, prepare_vllm_env
 from tasks.config.recipe import VLLMConfig
+from tasks.models.backends.base import OUTPUT_SCHEMA, SamplingSpec, prepare_vllm_env
 from tasks.models.loading import render_prompts, resolve_model_ref
 from tasks.seeds import derive_seed
 
