@@ -3,7 +3,8 @@
 Views: `iterations` (run records), `metrics` (one wide row per iteration), `costs` and `stage_costs`
 (the cost report of each iteration, and of each of its stages), `artifacts` and `deps`
 (every out and dep in dvc.lock at every iter-* tag), and the Parquet tables `prompts`,
-`samples`, `scored`, `selected`, `calibration` (with an `iteration` column from the file path).
+`samples`, `scored`, `selected` (the pairs, in a pairs iteration), `judged` (the judge's replies, reward source
+`judge`), `calibration` and `eval_samples` (with an `iteration` column from the file path).
 Nothing is copied: the views read the JSON and Parquet files in place.
 """
 
@@ -18,7 +19,7 @@ import duckdb
 
 from tasks.audit.lock_history import History
 
-ITERATION_TABLES = ("samples", "scored", "selected", "calibration", "eval_samples")
+ITERATION_TABLES = ("samples", "scored", "selected", "judged", "calibration", "eval_samples")
 RECORD_COLUMNS = ("{iteration: 'VARCHAR', status: 'VARCHAR', parent: 'VARCHAR', next_parent: 'VARCHAR', "
                   "started: 'TIMESTAMPTZ', finished: 'TIMESTAMPTZ', code: 'STRUCT(\"commit\" VARCHAR, dirty BOOLEAN)', "
                   "packages: 'JSON', choice: 'JSON', metrics: 'JSON', gate: 'JSON', eval: 'JSON', promotion: 'JSON', "

@@ -134,6 +134,26 @@ def check_methods(recipe: Recipe) -> None:
     if dpo and recipe.train.mode == "restart":
         raise ConfigError("is restart, but DPO's reference model is the parent, and restart trains from "
                           "iteration 0 instead.", field="train.mode", fix="use train.mode: continue with dpo.")
+    if recipe.verifier.type == "none":
+        check_judge_only(recipe)
+
+
+def check_judge_only(recipe: Recipe) -> None:
+    """Verifier `none`: the judge's 1-5 score is all there is, so it must run, and select on it."""
+    if recipe.reward.source != "judge":
+        raise ConfigError(f"is none, so nothing would score the samples (reward.source is {recipe.reward.source}).",
+                          field="verifier.type", fix="set reward.source: judge (the model rates its own samples), "
+                                                     "or choose a verifier.")
+    if recipe.calibrate.enabled:
+        raise ConfigError("is on, but calibration balances a verifier's correctness on the probe set, and the "
+                          "judge does not run there (verifier.type is none).", field="calibrate.enabled",
+                          fix="set calibrate.enabled: false (select.threshold then applies to the judge's score).")
+    t = recipe.select.threshold
+    if not 1 <= t < 5:
+        keeps = "every judged sample" if t < 1 else "no sample"
+        raise ConfigError(f"is {t}, but with verifier.type none it applies to the judge's 1-5 score, so it keeps "
+                          f"{keeps}.", field="select.threshold",
+                          fix="set select.threshold between 1 and 5, e.g. 3.5 keeps samples rated 4 or 5.")
 
 
 # ---------------------------------------------------------------- recipe and prompt rows

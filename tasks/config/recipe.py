@@ -143,18 +143,25 @@ class VoteConfig(_Model):
 
 
 class VerifierConfig(_Model):
-    type: Literal["arith_chain", "answer_match", "unit_tests", "math_verify", "majority_vote", "arith_free"] = Field(
+    type: Literal["arith_chain", "answer_match", "unit_tests", "math_verify", "majority_vote", "arith_free",
+                  "none"] = Field(
         "arith_chain", description="arith_chain also checks every equation of the chain; arith_free checks a real "
                                    "model's free-text chain (stated answer, and every equation it writes); unit_tests runs "
                                    "the prompt's tests against the sample's code in a sandbox; math_verify "
                                    "compares final answers symbolically (math-verify); majority_vote needs "
-                                   "no gold: a sample is correct when it agrees with its prompt's vote")
+                                   "no gold: a sample is correct when it agrees with its prompt's vote; none: "
+                                   "no verifier, the judge decides (needs reward.source judge; the score is the "
+                                   "judge's 1-5, and select.threshold applies to it)")
     sandbox: SandboxLimits = Field(SandboxLimits(), description="limits per run (unit_tests only)")
     vote: VoteConfig = Field(VoteConfig(), description="majority_vote settings")
 
     def for_evaluation(self) -> VerifierConfig:
-        """The verifier held-out evaluation uses: gold-based, so majority_vote hands over to evaluate_with."""
-        return self.model_copy(update={"type": self.vote.evaluate_with}) if self.type == "majority_vote" else self
+        """The verifier held-out evaluation uses: gold-based, so majority_vote hands over to evaluate_with, and
+        none to answer_match (test prompts without gold count as failed)."""
+        if self.type in ("majority_vote", "none"):
+            return self.model_copy(update={"type": self.vote.evaluate_with if self.type == "majority_vote"
+                                           else "answer_match"})
+        return self
 
 
 JUDGE_PROMPT = ("Rate the answer to the question from 1 (wrong) to 5 (right, with every step shown).\n"
@@ -171,6 +178,8 @@ class JudgeConfig(_Model):
                                      "whose one group is the score 1-5; a reply it does not match gets no score")
     max_new_tokens: int = Field(4, ge=1, description="length of the judge's reply")
     temperature: float = Field(0.0, ge=0, description="0: greedy, one deterministic verdict per sample")
+    accept: int = Field(4, ge=1, le=5, description="verifier none: the lowest score that counts as correct (pool "
+                                                   "metrics and the gate's coverage)")
 
     @field_validator("prompt")
     @classmethod

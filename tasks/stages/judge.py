@@ -70,3 +70,14 @@ def add_judge_rewards(scored: pl.DataFrame, judged: pl.DataFrame, cfg: RewardCon
     out = scored.drop("reward").join(rewards, on=["prompt_id", "sample_idx"], how="left", maintain_order="left") \
         .rename({"_r": "reward"})
     return out.with_columns(score=pl.col("correct").cast(pl.Float64) + (cfg.weight * pl.col("reward")).fill_null(0.0))
+
+
+def add_judge_verdicts(scored: pl.DataFrame, judged: pl.DataFrame, cfg: RewardConfig) -> pl.DataFrame:
+    """Verifier `none`: the judge's 1-5 is the score itself, so select's threshold applies to it; a sample
+    without a parsable score gets 0, below every threshold the recipe checks allow. Correct means the judge
+    gave at least `judge.accept` (what the pool metrics and the gate count); the reward is as above."""
+    verdict = judged.select("prompt_id", "sample_idx", _s=pl.col("judge_score").cast(pl.Float64))
+    return (scored.drop("reward").join(verdict, on=["prompt_id", "sample_idx"], how="left", maintain_order="left")
+            .with_columns(correct=(pl.col("_s") >= cfg.judge.accept).fill_null(False),
+                          reward=(pl.col("_s") - 3) / 2, score=pl.col("_s").fill_null(0.0))
+            .drop("_s"))

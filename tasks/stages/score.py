@@ -7,8 +7,8 @@ from pathlib import Path
 import polars as pl
 
 from tasks.config.recipe import RewardConfig, VerifierConfig
-from tasks.stages.reward import add_rewards
 from tasks.data.schema import SCORED, write_table
+from tasks.stages.reward import add_rewards
 from tasks.verify.verifiers import make_verifier
 
 
@@ -25,13 +25,16 @@ def score_table(samples: pl.DataFrame, prompts: pl.DataFrame, verifier: Verifier
 def score(samples_path: Path, prompts_path: Path, verifier: VerifierConfig, reward: RewardConfig,
           reward_dir: Path | None, out_path: Path, judged_path: Path | None = None) -> Path:
     """The scored table in one process (tasks/placement/shards.py computes the same table as shards). With reward
-    source `judge`, the rewards come from the judged table (tasks/stages/judge.py) at `judged_path`."""
+    source `judge`, the rewards come from the judged table (tasks/stages/judge.py) at `judged_path`; with verifier
+    `none` too, the judge's score is the sample's score."""
     samples = pl.read_parquet(samples_path)
     prompts = pl.read_parquet(prompts_path)
     if reward.source == "judge":
-        from tasks.stages.judge import add_judge_rewards
+        from tasks.stages.judge import add_judge_rewards, add_judge_verdicts
 
-        scored = add_judge_rewards(score_table(samples, prompts, verifier), pl.read_parquet(judged_path), reward)
+        # no verifier: the judge's verdict is the score; else it refines the verifier's
+        add = add_judge_verdicts if verifier.type == "none" else add_judge_rewards
+        scored = add(score_table(samples, prompts, verifier), pl.read_parquet(judged_path), reward)
     else:
         scored = add_rewards(score_table(samples, prompts, verifier), prompts, reward_dir, reward)
     return write_table(scored, out_path, SCORED)

@@ -11,11 +11,11 @@ from typing import Protocol
 
 import polars as pl
 
+from tasks.config.recipe import VerifierConfig
 from tasks.verify.answers import ANSWER, extract_answer  # noqa: F401 - ANSWER and extract_answer are used from here
 from tasks.verify.answers import normalise_number as _normalise_number
 from tasks.verify.chain_verifier import FreeTextArithVerifier
 from tasks.verify.code_verifier import CodeTestsVerifier
-from tasks.config.recipe import VerifierConfig
 from tasks.verify.majority_vote import MajorityVoteVerifier
 from tasks.verify.math_verifier import MathVerifier
 
@@ -91,9 +91,20 @@ class ArithChainVerifier(AnswerMatchVerifier):
         return out.with_columns(correct=pl.col("correct") & self.equation_checks(samples, prompts)["chain_ok"])
 
 
+class NoVerifier:
+    """Verifier `none`, for tasks with nothing to check against: no sample is correct here. The judge
+    (reward source `judge`, required with it) gives the verdict in the score stage instead."""
+
+    name = "none"
+
+    def verify(self, samples: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
+        del prompts  # gold is never read
+        return samples.with_columns(extracted_answer=extract_answer(pl.col("text")), correct=pl.lit(False))
+
+
 VERIFIERS: dict[str, type] = {"answer_match": AnswerMatchVerifier, "arith_chain": ArithChainVerifier,
                               "unit_tests": CodeTestsVerifier, "math_verify": MathVerifier,
-                              "arith_free": FreeTextArithVerifier}
+                              "arith_free": FreeTextArithVerifier, "none": NoVerifier}
 
 VERIFIERS["majority_vote"] = MajorityVoteVerifier
 
