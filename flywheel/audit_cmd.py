@@ -55,7 +55,9 @@ def lineage(query: Annotated[str | None, typer.Argument(
             dot: Annotated[bool, typer.Option("--dot", help="Print a Graphviz DOT graph.")] = False,
             mermaid: Annotated[bool, typer.Option("--mermaid", help="Print a Mermaid flowchart.")] = False,
             example: Annotated[str | None, typer.Option(
-                "--example", help="A training example PROMPT_ID:SAMPLE_IDX: which iterations selected it.")] = None,
+                "--example", help="A training example PROMPT_ID:SAMPLE_IDX: which iterations selected it (in a "
+                            "pairs iteration, as either side of a pair); PROMPT_ID:CHOSEN_IDX:REJECTED_IDX: one pair.")
+            ] = None,
             example_table: Annotated[str, typer.Option(
                 "--example-table", help="Look the example up in selected (default), scored or samples.")] = "selected",
             ) -> None:
@@ -68,10 +70,12 @@ def lineage(query: Annotated[str | None, typer.Argument(
             raise WorkspaceError("choose one of --json, --dot, --mermaid.")
         root = audit_workspace(workspace, reads_data=True)
         if example:
-            pid, sep, idx = example.rpartition(":")
-            if not sep or not pid or not idx.lstrip("-").isdigit():
-                raise WorkspaceError(f"bad --example {example!r}.", field="--example", fix="use PROMPT_ID:SAMPLE_IDX.")
-            result = lin.example_lineage(root, pid, int(idx), table=example_table)
+            pid, *idx = example.split(":")
+            if not pid or len(idx) not in (1, 2) or not all(i.lstrip("-").isdigit() for i in idx):
+                raise WorkspaceError(f"bad --example {example!r}.", field="--example",
+                                     fix="use PROMPT_ID:SAMPLE_IDX, or PROMPT_ID:CHOSEN_IDX:REJECTED_IDX for a pair.")
+            result = lin.example_lineage(root, pid, int(idx[0]), table=example_table,
+                                         rejected_idx=int(idx[1]) if len(idx) == 2 else None)
             graphs = result["lineages"]
         elif query:
             result = lin.find_artifact(root, query)

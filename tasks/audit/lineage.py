@@ -317,37 +317,90 @@ def _stage_at(h: History, it: str, name: str, path: str) -> tuple[str, Stage, En
     return (it, s, out) if s and out else None
 
 
-def example_lineage(root: Path, prompt_id: str, sample_idx: int, *, table: str = "selected") -> dict[str, Any]:
+SAMPLE_COLUMNS = ("correct", "reward", "score", "temperature", "seed", "model_hash", "extracted_answer")
+ITERATION_OF = "regexp_extract(filename, '([0-9]{4})/[a-z_]+\\.parquet$', 1)"
+
+
+def _pair_files(con, files: list[Path]) -> set[str]:
+    """The files among `files` that hold preference pairs (select mode `pairs`), read from their schemas."""
+    rows = con.execute(f"SELECT DISTINCT file_name FROM parquet_schema({lit([str(f) for f in files])}) "
+                       "WHERE name = 'chosen_idx'").fetchall()
+    return {r[0] for r in rows}
+
+
+def _sample_rows(con, scored: Path, prompt_id: str, idx: list[int]) -> dict[int, dict]:
+    """The scored rows of one prompt's samples `idx`, by sample_idx (empty when the table is absent)."""
+    if not scored.is_file():
+        return {}
+    rows = con.execute(f"SELECT sample_idx, {', '.join(SAMPLE_COLUMNS)} FROM read_parquet({lit(str(scored))}) "
+                       f"WHERE prompt_id = {lit(prompt_id)} AND list_contains({lit(idx)}, sample_idx)").fetchall()
+    return {r[0]: dict(zip(SAMPLE_COLUMNS, r[1:])) for r in rows}
+
+
+def _found_pairs(con, files: list[str], prompt_id: str, sample_idx: int, rejected_idx: int | None) -> list[dict]:
+    """Per iteration, the pairs that hold the sample on either side (or exactly chosen:rejected)."""
+    side = (f"chosen_idx = {lit(sample_idx)} AND rejected_idx = {lit(rejected_idx)}" if rejected_idx is not None
+            else f"(chosen_idx = {lit(sample_idx)} OR rejected_idx = {lit(sample_idx)})")
+    rows = con.execute(f"SELECT {ITERATION_OF} AS it, chosen_idx, rejected_idx, margin "
+                       f"FROM read_parquet({lit(files)}, filename=true) WHERE prompt_id = {lit(prompt_id)} AND {side} "
+                       "ORDER BY it, chosen_idx, rejected_idx").fetchall()
+    out: dict[str, dict] = {}
+    for it, c, r, m in rows:
+        f = out.setdefault(it, {"iteration": it, "rows": 0, "table": "pairs", "pairs": []})
+        f["rows"] += 1
+        f["pairs"].append({"chosen_idx": c, "rejected_idx": r, "margin": m})
+    return list(out.values())
+
+
+def example_lineage(root: Path, prompt_id: str, sample_idx: int, *, table: str = "selected",
+                    rejected_idx: int | None = None) -> dict[str, Any]:
     """Which finished iterations hold one training example (DuckDB over the workspace's Parquet files),
-    its scored row there, and each such iteration's lineage."""
+    its scored row there, and each such iteration's lineage. In a pairs iteration (DPO) the example is a
+    pair: it is found by either side (or exactly, with `rejected_idx`), with both sides' scored rows and
+    the DPO reference model."""
     import duckdb
 
     if table not in ("selected", "scored", "samples"):
         raise WorkspaceError(f"unknown table {table!r}.", fix="use selected, scored or samples.")
+    if rejected_idx is not None and table != "selected":
+        raise WorkspaceError(f"a pair (PROMPT_ID:CHOSEN_IDX:REJECTED_IDX) lives in selected.parquet, not {table}.",
+                             field="--example-table", fix="drop --example-table, or give PROMPT_ID:SAMPLE_IDX.")
     h = History(Path(root))
     files = sorted((h.root / "data" / "iterations").glob(f"[0-9][0-9][0-9][0-9]/{table}.parquet"))
     files = [f for f in files if f.parent.name in h.commits]
     con = duckdb.connect()
+    pairs = _pair_files(con, files) if files and table == "selected" else set()
+    singles = [str(f) for f in files if str(f) not in pairs]
     found: list[dict] = []
-    if files:
-        where = f"prompt_id = {lit(prompt_id)} AND sample_idx = {lit(int(sample_idx))}"
-        found = [{"iteration": r[0], "rows": int(r[1])} for r in con.execute(
-            "SELECT regexp_extract(filename, '([0-9]{4})/[a-z_]+\\.parquet$', 1) AS it, count(*) "
-            f"FROM read_parquet({lit([str(f) for f in files])}, filename=true, union_by_name=true) WHERE {where} "
+    where = f"prompt_id = {lit(prompt_id)} AND sample_idx = {lit(int(sample_idx))}"
+    if singles and rejected_idx is None:
+        found = [{"iteration": r[0], "rows": int(r[1]), "table": table} for r in con.execute(
+            f"SELECT {ITERATION_OF} AS it, count(*) "
+            f"FROM read_parquet({lit(singles)}, filename=true, union_by_name=true) WHERE {where} "
             "GROUP BY it ORDER BY it").fetchall()]
+    if pairs:
+        found = sorted(found + _found_pairs(con, sorted(pairs), prompt_id, int(sample_idx), rejected_idx),
+                       key=lambda f: f["iteration"])
     if not found:
-        raise WorkspaceError(f"training example {prompt_id}:{sample_idx} not found in any finished iteration's "
-                             f"{table}.parquet.", file=str(h.root),
-                             fix=f"list examples with `flywheel sql \"SELECT iteration, prompt_id, sample_idx FROM "
-                                 f"{table} LIMIT 20\" -w {h.root}`.")
-    for f in found:
+        what = f"{prompt_id}:{sample_idx}" + (f":{rejected_idx}" if rejected_idx is not None else "")
+        where_looked = f"{table}.parquet" + (" (as a sample, or either side of a pair)" if pairs else "")
+        raise WorkspaceError(f"training example {what} not found in any finished iteration's {where_looked}.",
+                             file=str(h.root),
+                             fix=f"list examples with `flywheel sql \"SELECT * FROM {table} LIMIT 20\" -w {h.root}`.")
+    lineages = [iteration_lineage(h.root, f["iteration"], history=h) for f in found]
+    for f, lin in zip(found, lineages, strict=True):
         scored = h.layout.scored(f["iteration"])
-        if scored.is_file():
-            cols = ("correct", "reward", "score", "temperature", "seed", "model_hash", "extracted_answer")
-            row = con.execute(f"SELECT {', '.join(cols)} FROM read_parquet({lit(str(scored))}) WHERE {where}").fetchone()
-            f["sample"] = dict(zip(cols, row)) if row else None
-    return {"example": {"prompt_id": prompt_id, "sample_idx": int(sample_idx), "table": table}, "found_in": found,
-            "lineages": [iteration_lineage(h.root, f["iteration"], history=h) for f in found]}
+        if f["table"] != "pairs":
+            f["sample"] = _sample_rows(con, scored, prompt_id, [int(sample_idx)]).get(int(sample_idx))
+            continue
+        rows = _sample_rows(con, scored, prompt_id, sorted({i for p in f["pairs"]
+                                                             for i in (p["chosen_idx"], p["rejected_idx"])}))
+        for pair in f["pairs"]:
+            pair["chosen"], pair["rejected"] = rows.get(pair["chosen_idx"]), rows.get(pair["rejected_idx"])
+        ref = lin["chain"].get("reference_model")
+        f["reference_model"] = {"path": ref, "md5": lin["artifacts"][ref]["md5"]} if ref else None
+    return {"example": {"prompt_id": prompt_id, "sample_idx": int(sample_idx), "table": table,
+                        "rejected_idx": rejected_idx}, "found_in": found, "lineages": lineages}
 
 
 def iteration_log(root: Path) -> list[dict[str, Any]]:

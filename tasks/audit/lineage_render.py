@@ -152,16 +152,30 @@ def _upstream(parent, path: str, arts: dict, stages: dict, runs: dict, seen: set
         _upstream(node, dep["path"], arts, stages, runs, seen)
 
 
+def _sample_text(sample: dict | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (sample or {}).items()) or "no scored row"
+
+
 def example_tree(result: dict):
     from rich.markup import escape
     from rich.tree import Tree
 
     ex = result["example"]
-    tree = Tree(f"[bold]example {escape(ex['prompt_id'])}:{ex['sample_idx']}[/] (in {ex['table']}.parquet)")
+    name = f"{ex['prompt_id']}:{ex['sample_idx']}" + (f":{ex['rejected_idx']}" if ex.get("rejected_idx") is not None
+                                                       else "")
+    tree = Tree(f"[bold]example {escape(name)}[/] (in {ex['table']}.parquet)")
     for found, lin in zip(result["found_in"], result["lineages"], strict=True):
-        sample = found.get("sample") or {}
-        node = tree.add(escape(f"iteration {found['iteration']} (sample: "
-                               + ", ".join(f"{k} {v}" for k, v in sample.items()) + ")"))
+        if found.get("table") != "pairs":
+            node = tree.add(escape(f"iteration {found['iteration']} (sample: {_sample_text(found.get('sample'))})"))
+        else:
+            ref = found.get("reference_model")
+            node = tree.add(escape(f"iteration {found['iteration']}: {found['rows']} pair(s)" + (
+                f", DPO reference {ref['path']} ({(ref['md5'] or '?')[:8]})" if ref else "")))
+            for pair in found["pairs"]:
+                pn = node.add(escape(f"pair chosen {pair['chosen_idx']} / rejected {pair['rejected_idx']}, "
+                                     f"margin {pair['margin']}"))
+                pn.add(escape(f"chosen   {pair['chosen_idx']}: {_sample_text(pair.get('chosen'))}"))
+                pn.add(escape(f"rejected {pair['rejected_idx']}: {_sample_text(pair.get('rejected'))}"))
         node.add(lineage_tree(lin))
     return tree
 
