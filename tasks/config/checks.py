@@ -59,8 +59,9 @@ def _source_difficulties(recipe: Recipe) -> list[int] | None:
 
 def _max_selected(recipe: Recipe, pool_size: int | None) -> int | None:
     """Most training examples one iteration's select can keep: prompts x distinct samples kept each."""
-    per_prompt = min(recipe.select.cap_per_prompt, recipe.generate.k) if recipe.select.mode == "sft" else \
-        min(recipe.select.pairs.max_per_prompt, recipe.generate.k * recipe.generate.k)
+    k = recipe.allocation.k_max if recipe.allocation.enabled else recipe.generate.k  # adaptive K: the most one gets
+    per_prompt = min(recipe.select.cap_per_prompt, k) if recipe.select.mode == "sft" else \
+        min(recipe.select.pairs.max_per_prompt, k * k)
     sizes = [n for n in (recipe.pool.prompts_per_iteration, pool_size) if n is not None]
     return min(sizes) * per_prompt if sizes else None
 
@@ -112,6 +113,7 @@ def check_recipe(recipe: Recipe) -> None:
         if most is not None and most < recipe.check.min_selected:
             raise _budget_error(recipe, most, f"pool.prompts_per_iteration {recipe.pool.prompts_per_iteration}")
     check_methods(recipe)
+    check_allocation(recipe)
     if recipe.check.min_text_chars > recipe.check.max_text_chars:
         raise ConfigError(f"{recipe.check.min_text_chars} is above check.max_text_chars "
                           f"({recipe.check.max_text_chars}), so no sample can pass the gate.",
@@ -136,6 +138,68 @@ def check_methods(recipe: Recipe) -> None:
                           "iteration 0 instead.", field="train.mode", fix="use train.mode: continue with dpo.")
     if recipe.verifier.type == "none":
         check_judge_only(recipe)
+
+
+def _pool_sizes(recipe: Recipe) -> list[int]:
+    """Pool prompts per curriculum round, where the recipe alone tells (the arith generator, or a set
+    pool.prompts_per_iteration); the generate stage checks the rest against the real pool."""
+    src, schedule, most = recipe.prompts.source, recipe.pool.difficulty_schedule, recipe.pool.prompts_per_iteration
+    if isinstance(src, ArithSource):
+        levels = set(range(1, src.max_steps + 1))
+        sizes = [src.train_size_per_steps * len(set(e) & levels) for e in schedule] if schedule else \
+            [src.train_size_per_steps * src.max_steps]
+        return [min(n, most or n) for n in sizes]
+    return [most] if most else []
+
+
+def check_allocation(recipe: Recipe) -> None:
+    """Adaptive K: bounds in order, a budget that covers k_min for every pool prompt, and generation the
+    per-prompt sample counts can be sharded for."""
+    a = recipe.allocation
+    if not a.enabled:
+        return
+    if a.k_min > a.k_max:
+        raise ConfigError(f"is {a.k_min}, above allocation.k_max {a.k_max}.", field="allocation.k_min",
+                          fix="make k_min at most k_max.")
+    if a.budget is not None:
+        for i, n in enumerate(_pool_sizes(recipe), 1):
+            if a.budget < n * a.k_min:
+                raise ConfigError(f"is {a.budget}, but round {i} has {n} pool prompts and each gets at least "
+                                  f"allocation.k_min {a.k_min}, so {n * a.k_min} at the least.",
+                                  field="allocation.budget",
+                                  fix=f"raise allocation.budget to {n * a.k_min} or more, lower allocation.k_min, "
+                                      "or set budget: null (pool prompts x generate.k).")
+    elif a.k_min > recipe.generate.k:
+        raise ConfigError(f"is {a.k_min}, above generate.k {recipe.generate.k}, which sets the budget (pool prompts "
+                          "x generate.k) when allocation.budget is null.", field="allocation.k_min",
+                          fix=f"lower allocation.k_min to {recipe.generate.k} or less, or set allocation.budget.")
+    if recipe.scale.runner != "local" and recipe.generate.backend == "hf":
+        raise ConfigError("is on with scale.runner dask and generate.backend hf: per-prompt sample counts change "
+                          "the HF batches that shards are cut along.", field="allocation.enabled",
+                          fix="use generate.backend: vllm (seeded per prompt, so any cut reproduces), or "
+                              "scale.runner: local.")
+
+
+def check_hints(recipe: Recipe) -> None:
+    """The hint pass verifies against gold, trains sft examples, and needs a hint its prompts can take."""
+    h = recipe.hints
+    if not h.enabled:
+        return
+    if recipe.verifier.type in ("majority_vote", "none"):
+        raise ConfigError(f"is on, but verifier.type {recipe.verifier.type} has no gold to tell which prompts the "
+                          "first pass left unsolved (and hinted samples would sway the vote).", field="hints.enabled",
+                          fix="use a gold verifier, or set hints.enabled: false.")
+    if recipe.select.mode == "pairs":
+        raise ConfigError("is on, but select.mode pairs builds preference pairs that do not carry the sample's "
+                          "origin.", field="hints.enabled", fix="use select.mode: sft, or set hints.enabled: false.")
+    src = recipe.prompts.source
+    if h.kinds == ["partial"] and h.partial.source == "arith" and not isinstance(src, ArithSource):
+        raise ConfigError("is [partial] with hints.partial.source arith, which rebuilds solutions in the arith "
+                          "generator's grammar only, but the prompts come from another source.", field="hints.kinds",
+                          fix="add answer or socratic to hints.kinds, or set hints.partial.source: target.")
+    if h.kinds == ["answer"] and isinstance(src, FileSource) and not src.answer_column:
+        raise ConfigError("is [answer], but the prompts file has no answer_column, so no prompt has a gold answer "
+                          "to hint with.", field="hints.kinds", fix="add partial or socratic to hints.kinds.")
 
 
 def check_judge_only(recipe: Recipe) -> None:

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from tasks.config.allocation import AllocationConfig
 from tasks.config.base import _Model
 # The section models live in their own modules; importing them from here keeps one entry point.
 from tasks.config.numerics import NumericsConfig  # noqa: F401
@@ -330,3 +331,4 @@ class Recipe(_Model):
     scale: ScaleConfig = ScaleConfig()
     dispatch: DispatchConfig = DispatchConfig()
     numerics: NumericsConfig = NumericsConfig()
+    allocation: AllocationConfig = AllocationConfig()

@@ -71,7 +71,20 @@ CALIBRATION = Table("calibration", {
 }, key=("temperature", "threshold"),
     nullable=frozenset({"balance_score", "pass_at_k", "distinct_ratio", "n_selected"}))
 
-TABLES = {t.name: t for t in (PROMPTS, SAMPLES, SCORED, SELECTED, PAIRS, JUDGED, CALIBRATION)}
+# Adaptive K (tasks/sampling/allocation.py): why each pool prompt got its number of samples. Written by
+# generate wherever the workspace's dvc.yaml declares it; uniform (k = generate.k) when allocation is off.
+# reason: uniform, history, prior, k_min, k_max; the evidence (prev_*, prior_p, p_hat) is null where none
+# was used; gain_cutoff: the iteration's smallest marginal gain that got a sample; budget: samples of the
+# iteration, hint pass included. k_hint and the hint columns are filled by the hint pass.
+ALLOCATION = Table("allocation", {
+    "prompt_id": pl.String, "iteration": pl.String, "difficulty": pl.Int32, "k": pl.Int32, "k_hint": pl.Int32,
+    "reason": pl.String, "prev_iteration": pl.String, "prev_n": pl.Int32, "prev_c": pl.Int32,
+    "prior_p": pl.Float64, "p_hat": pl.Float64, "gain_cutoff": pl.Float64, "budget": pl.Int64,
+    "first_pass_correct": pl.Int32, "hint_kind": pl.String, "hint_reason": pl.String,
+}, key=("prompt_id",), nullable=frozenset({"difficulty", "prev_iteration", "prev_n", "prev_c", "prior_p", "p_hat",
+                                           "gain_cutoff", "first_pass_correct", "hint_kind", "hint_reason"}))
+
+TABLES = {t.name: t for t in (PROMPTS, SAMPLES, SCORED, SELECTED, PAIRS, JUDGED, CALIBRATION, ALLOCATION)}
 SPLITS = ("seed", "train", "probe", "test")
 
 

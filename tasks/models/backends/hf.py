@@ -43,6 +43,8 @@ class HFBackend:
         return texts_out, n_tok.tolist(), reasons
 
     def generate(self, prompts: pl.DataFrame, spec: SamplingSpec, desc: str = "generate") -> pl.DataFrame:
+        if "n" in prompts.columns:  # adaptive K: the prompts' own sample counts
+            return self._per_n(prompts, spec, desc)
         prompts = prompts.sort("prompt_id")
         ids, texts = prompts["prompt_id"].to_list(), prompts["text"].to_list()
         cols: dict[str, list] = {k: [] for k in OUTPUT_SCHEMA}
@@ -59,6 +61,24 @@ class HFBackend:
                 cols["seed"] += [seed] * len(out_text)
                 advance(len(out_text))
         return pl.DataFrame(cols, schema=OUTPUT_SCHEMA)
+
+    def _per_n(self, prompts: pl.DataFrame, spec: SamplingSpec, desc: str) -> pl.DataFrame:
+        """One request per sample count n, ascending, seeded by its own desc (`... n=8`), so a prompt's
+        samples depend on the prompts sharing its n, never on the others. A batch holds as many sequences
+        as the uniform request's (batch_size x spec.n), so memory stays where it was."""
+        from dataclasses import replace
+
+        size, parts = self.batch_size, []
+        try:
+            for n in sorted(prompts["n"].unique().drop_nulls().to_list()):
+                if n < 1:
+                    continue
+                self.batch_size = max(1, size * spec.n // n)
+                group = prompts.filter(pl.col("n") == n).drop("n")
+                parts.append(self.generate(group, replace(spec, n=int(n)), desc=f"{desc} n={n}"))
+        finally:
+            self.batch_size = size
+        return pl.concat(parts).sort("prompt_id", "sample_idx") if parts else pl.DataFrame(schema=OUTPUT_SCHEMA)
 
     def close(self) -> None:
         del self.model

@@ -72,9 +72,12 @@ class VLLMBackend:
         ids = prompts["prompt_id"].to_list()
         texts = render_prompts(self.tokenizer, prompts["text"].to_list())
         seeds = [derive_seed(spec.seed, "vllm", pid) for pid in ids]
-        params = [SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p if spec.temperature else 1.0,
+        # adaptive K: the prompts' own sample counts. vLLM seeds sample j of a request by seed + j, so a
+        # prompt's first samples are the same whatever its n (prefix-stable).
+        ns = prompts["n"].to_list() if "n" in prompts.columns else [spec.n] * len(ids)
+        params = [SamplingParams(n=n, temperature=spec.temperature, top_p=spec.top_p if spec.temperature else 1.0,
                                  max_tokens=spec.max_new_tokens, seed=s, stop=list(spec.stop) or None)
-                  for s in seeds]
+                  for s, n in zip(seeds, ns)]
         outs = self.llm.generate(texts, params, use_tqdm=os.environ.get("FLYWHEEL_PROGRESS") == "1",
                                  lora_request=self.lora)
         cols: dict[str, list] = {k: [] for k in OUTPUT_SCHEMA}
