@@ -51,11 +51,17 @@ install: system-packages $(STAMP)
 run: install
 	$(VENV)/bin/flywheel run
 
+# The suite keeps about one core busy on average (engines starting, subprocesses, git and DVC), so two
+# workers fill a 2-core machine. A file's tests stay on one worker (its module fixtures run once), in
+# the order tests/conftest.py gives: the longest files first.
+TEST_WORKERS ?= 2
+PYTEST := $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 test: install
-	$(VENV)/bin/python -m pytest -q -m "not slow and not gpu"
+	$(PYTEST) -m "not slow and not gpu"
 
 test-all: install
-	$(VENV)/bin/python -m pytest -q -m "not gpu"
+	$(PYTEST) -m "not gpu"
 
 clean-default:
 	rm -rf data/workspaces/default data/workspaces/default-remote

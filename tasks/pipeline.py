@@ -102,7 +102,8 @@ def _stage_fns(shard_runner=None) -> dict[str, Callable[[Layout, Recipe, str | N
              else generate.generate)(
                 L.model(v.parent), L.prompts, r.generate, r.pool, iteration=it, round_index=v.round,
                 temperature=read_json(L.choice(it))["temperature"], seed=seed(r, it, "generate"),
-                out_path=L.samples(it)))},
+                out_path=L.samples(it), hints=r.hints, verifier=r.verifier,
+                hint_seed=seed(r, it, "generate-hint")))},
         "score": lambda L, r, it, v: {"judged": str(judge.judge(  # empty unless reward.source is judge
             L.model(v.parent), L.samples(it), L.prompts, r.generate, r.reward, seed=seed(r, it, "judge"),
             iteration=it, out_path=L.judged(it))), "scored": str(
@@ -112,7 +113,7 @@ def _stage_fns(shard_runner=None) -> dict[str, Callable[[Layout, Recipe, str | N
         "select": lambda L, r, it, v: {"selected": str(select.select(
             L.scored(it), L.prompts, r.select, read_json(L.choice(it))["threshold"], L.selected(it)))},
         "check": lambda L, r, it, v: check.check(L.scored(it), L.selected(it), L.prompts, L.scored(v.first),
-                                                 read_json(L.choice(it)), r, L.metrics(it), L.gate(it),
+                                                 _applied_choice(L, it), r, L.metrics(it), L.gate(it),
                                                  L.data_docs(it)),
         "train": lambda L, r, it, v: _train(L, r, it, v, seed(r, it, "train")),
         "evaluate": lambda L, r, it, v: ev(L, r, it, L.model(it)),

@@ -99,8 +99,21 @@ def preflight(recipe: Recipe, workspace: Path) -> None:
     from tasks.workspace.repo import is_workspace
 
     if is_workspace(workspace):
+        from tasks.workspace.layout import Layout
         from tasks.workspace.versioning import remote_url
 
+        layout = Layout(workspace)
+        if recipe.calibrate.threshold_from == "full" and not layout.declares(layout.threshold("0001")):
+            raise ConfigError("is full, but this workspace's dvc.yaml (made by an earlier release) has no "
+                              "threshold.json to record the re-swept threshold in.",
+                              field="calibrate.threshold_from",
+                              fix="start a new workspace with `flywheel init`, or copy the current dvc.yaml in.")
+
+        if recipe.allocation.enabled and not layout.declares(layout.allocation("0001")):
+            raise ConfigError("is on, but this workspace's dvc.yaml (made by an earlier release) has no "
+                              "allocation.parquet to record each prompt's samples in, nor the history dependency.",
+                              field="allocation.enabled",
+                              fix="start a new workspace with `flywheel init`, or copy the current dvc.yaml in.")
         check_remote(remote_url(workspace), workspace, must_exist=True)
     else:
         check_remote(recipe.remote.url, workspace)

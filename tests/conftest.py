@@ -57,6 +57,17 @@ def pytest_sessionstart(session):
                                 + "; ".join(broken) + ". Fix the install (make install) instead of skipping.")
 
 
+# The files that take longest (a run of a shipped recipe each): collected first, so that with two
+# workers (`make test`) they start at once and the rest of the suite runs beside them.
+LONGEST_FIRST = ("test_reproduce_shipped.py", "test_smollm2.py", "test_crash_kills.py", "test_vllm_e2e.py",
+                 "test_audit_cmd.py", "test_dispatch_server.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_env(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-home")

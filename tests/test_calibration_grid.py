@@ -148,3 +148,140 @@ def test_vectorised_grid_matches_naive_refiltering():
     assert choose(grid)["temperature"] == best["temperature"]
     assert choose(grid)["threshold"] == best["threshold"]
     assert grid["chosen"].sum() == 1
+
+
+# ---------------------------------------------------------------- B-STaR reference-code options
+def naive_reference_code(rows: list[dict], thr: float, n_star: int, average_over: str,
+                         reference: dict[str, str] | None = None, reference_score: float = 1.0) -> tuple[float, int]:
+    """hkust-nlp/B-STaR as written: get_unique_trn_json appends the reference solution (score 1.0) to a
+    query's solutions, sorts them by score (stable, descending), keeps those scoring > threshold and
+    drops repeated outputs (the first copy stays); cal_modi_acc_soft then scores each query of that
+    set min(n'/8, 1) * n'/n and takes np.mean over them. No cap here (max_samples unbounded).
+    Returns (balance, number of queries with a selection)."""
+    per: dict[str, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: r["sample_idx"]):
+        per.setdefault(r["prompt_id"], []).append(r)
+    values, with_selection = [], 0
+    for query, solutions in per.items():
+        if reference and query in reference:
+            # appended last in the reference code; first here, so that on a score tie with an identical
+            # sampled text the reference's (correct) copy is the one kept, as `with_reference` documents
+            solutions = [{"text": reference[query], "correct": True, "score": reference_score}, *solutions]
+        unique: dict[str, bool] = {}
+        for s in sorted(solutions, key=lambda s: -s["score"]):
+            if s["score"] > thr and s["text"] not in unique:
+                unique[s["text"]] = s["correct"]
+        if unique:
+            with_selection += 1
+            num = sum(unique.values())
+            ratio = num / len(unique)
+            values.append(ratio if num >= n_star else num * ratio / n_star)
+        elif average_over == "all":
+            values.append(0.0)
+    return (sum(values) / len(values) if values else 0.0), with_selection
+
+
+@pytest.mark.parametrize("inject", [False, True])
+@pytest.mark.parametrize("average_over", ["all", "selected"])
+def test_selected_average_matches_reference_semantics(average_over, inject):
+    rng = np.random.default_rng(11 + inject)
+    rows = [(1.0, f"p{p:02d}", f"t{rng.integers(0, 4)}", bool(rng.random() < 0.4), round(float(rng.uniform(-1, 1.4)), 2))
+            for p in range(25) for _ in range(int(rng.integers(2, 7)))]
+    df = probe(rows)
+    # a copy's correctness must follow its text where a reference may share it: make t0 always correct
+    df = df.with_columns(correct=pl.col("correct") | (pl.col("text") == "t0"))
+    reference = {f"p{p:02d}": ("t0" if p % 3 == 0 else f"ref{p}") for p in range(0, 25, 2)} if inject else None
+    ref_df = pl.DataFrame({"prompt_id": list(reference), "text": list(reference.values())}) if inject else None
+    thresholds = [round(-1 + i / 20, 2) for i in range(50)]
+    grid = calibration_grid(df, thresholds, n_star=3, k=2, average_over=average_over, reference=ref_df,
+                            record={"set": "probe", "average_over": average_over, "threshold_from": "probe",
+                                    "inject_reference": "balance" if inject else "none"})
+    for row in grid.iter_rows(named=True):
+        want, n_sel = naive_reference_code(df.to_dicts(), row["threshold"], 3, average_over, reference)
+        assert row["balance_score"] == pytest.approx(want, abs=1e-9), row
+        assert row["n_prompts_selected"] == n_sel
+    assert grid["n_prompts"].unique().to_list() == [25]
+
+
+def test_injection_adds_one_correct_candidate():
+    # one prompt: distinct above 0.5 are x (correct), y (wrong), z (correct); n* = 4
+    df = probe([(1.0, "a", "x", True, 0.9), (1.0, "a", "y", False, 0.8), (1.0, "a", "z", True, 0.7),
+                (1.0, "a", "w", False, 0.1)])
+    ref = pl.DataFrame({"prompt_id": ["a"], "text": ["R"]})
+    grid = calibration_grid(df, [0.5, 1.0], n_star=4, k=4, reference=ref)
+    c, n = 2, 3
+    assert grid["balance_score"][0] == pytest.approx(min((c + 1) / 4, 1) * (c + 1) / (n + 1))
+    assert grid["n_selected"].to_list() == [4, 0]
+    assert grid["balance_score"][1] == 0.0  # at a threshold >= reference_score it is not selected
+    plain = calibration_grid(df, [0.5, 1.0], n_star=4, k=4)
+    assert grid["pass_at_k"].to_list() == plain["pass_at_k"].to_list()  # the samples' own statistics
+    assert grid["distinct_ratio"].to_list() == plain["distinct_ratio"].to_list()
+    # a sampled text identical to the reference merges with it: still 3 distinct, 2 correct
+    same = calibration_grid(df, [0.5], n_star=4, k=4, reference=pl.DataFrame({"prompt_id": ["a"], "text": ["x"]}))
+    assert same["n_selected"].to_list() == [3]
+    assert same["balance_score"][0] == pytest.approx(min(2 / 4, 1) * 2 / 3)
+    # iteration_metrics gives the same number with the same options
+    m = iteration_metrics(df, None, k=4, n_star=4, threshold=0.5, reference=ref, digits=None)
+    assert m["balance_score"] == pytest.approx(grid["balance_score"][0])
+
+
+@pytest.mark.parametrize("average_over", ["all", "selected"])
+def test_vectorised_matches_naive_with_options(average_over):
+    rng = np.random.default_rng(5)
+    rows = [(temp, f"p{p:02d}", f"t{rng.integers(0, 5)}", bool(rng.random() < 0.45), round(float(rng.uniform(-1.2, 1.2)), 2))
+            for temp in (0.6, 1.2) for p in range(15) if rng.random() > 0.15 for _ in range(int(rng.integers(2, 6)))]
+    df = probe(rows).with_columns(correct=pl.col("correct") | (pl.col("text") == "t0"))
+    ref = pl.DataFrame({"prompt_id": [f"p{p:02d}" for p in range(0, 15, 3)], "text": ["t0", "r3", "r6", "t0", "r12"]})
+    thresholds = [round(-1 + i / 100, 2) for i in range(201)]
+    grid = calibration_grid(df, thresholds, n_star=3, k=5, average_over=average_over, reference=ref)
+    reference = dict(zip(ref["prompt_id"], ref["text"], strict=True))
+    for temp in (0.6, 1.2):
+        sub = [r for r in df.to_dicts() if r["temperature"] == temp]
+        for row in grid.filter(pl.col("temperature") == temp).iter_rows(named=True):
+            want, _ = naive_reference_code(sub, row["threshold"], 3, average_over, reference)
+            assert row["balance_score"] == pytest.approx(want, abs=1e-9)
+            m = iteration_metrics(probe([(r["temperature"], r["prompt_id"], r["text"], r["correct"], r["score"])
+                                         for r in sub]).with_columns(correct=pl.col("correct") | (pl.col("text") == "t0")),
+                                  None, k=5, n_star=3, threshold=row["threshold"], average_over=average_over,
+                                  reference=ref, digits=None)
+            assert m["balance_score"] == pytest.approx(row["balance_score"], abs=1e-9)
+            break  # one threshold per temperature through iteration_metrics is enough (it is slow)
+    assert grid["chosen"].sum() == 1
+
+
+# md5 of the grids as the code before the options wrote them (tasks/metrics/calibration_grid.py at
+# fe79a7c, write_table with CALIBRATION): the default options must keep these bytes
+OLD_GRID_MD5 = {"known": "7d8301a307460a16daf576ce6a339c44", "random": "af54f7995df61ce362332b30dce1bdb9"}
+
+
+def test_default_options_write_the_old_columns(tmp_path):
+    import hashlib
+
+    from tasks.data.schema import write_table
+
+    rng = np.random.default_rng(3)
+    rows = [(t, f"p{p}", f"t{rng.integers(0, 4)}", bool(rng.random() < 0.5), round(float(rng.uniform(-1, 1.5)), 2))
+            for t in (0.6, 1.0) for p in range(12) for _ in range(5)]
+    thresholds = [round(-1 + i / 100, 2) for i in range(201)]
+    for name, df in (("known", KNOWN), ("random", probe(rows))):
+        grid = calibration_grid(df, thresholds, n_star=3, k=4)
+        assert grid.columns == list(CALIBRATION.columns)  # exactly the 7 columns
+        path = write_table(grid, tmp_path / f"{name}.parquet", CALIBRATION)
+        assert hashlib.md5(path.read_bytes()).hexdigest() == OLD_GRID_MD5[name]
+
+
+def test_options_are_recorded_beside_the_grid():
+    from tasks.data.schema import CALIBRATION_OPTIONS
+
+    rec = {"set": "probe", "average_over": "selected", "threshold_from": "full", "inject_reference": "none"}
+    grid = calibration_grid(KNOWN, [0.0, 0.5, 1.0], n_star=2, k=2, average_over="selected", record=rec)
+    assert grid.schema == CALIBRATION_OPTIONS.schema
+    assert grid.select(list(rec)).unique().to_dicts() == [rec]
+    # both prompts have a selection at thresholds 0 and 0.5 (b: b1 0.6 at T=0.5), none at 1.0, so the
+    # means equal those over all prompts (test_known_grid_by_construction), and 0.0 where nothing is selected
+    assert grid["n_prompts_selected"].to_list() == [2, 2, 0, 2, 2, 0]
+    assert grid["balance_score"].to_list() == pytest.approx([0.25, 0.25, 0.0, 0.625, 0.375, 0.0])
+    one = calibration_grid(KNOWN, [0.65], n_star=2, k=2, average_over="selected")
+    # T=0.5: only a {a1} (.5); T=1.0: a {a2} .5 and b {b3} 1*.5 -> .5
+    assert one["balance_score"].to_list() == pytest.approx([0.5, 0.5])
+    assert calibration_grid(KNOWN, [0.65], n_star=2, k=2)["balance_score"].to_list() == pytest.approx([0.25, 0.5])

@@ -191,3 +191,46 @@ def test_unknown_query_is_one_line_naming_it(micro_workspace, query):
     err = proc.stderr.strip()
     assert len(err.splitlines()) == 1 and "not found" in err
     assert ("flywheel log" in err) if query == "9" else ("flywheel sql" in err)
+
+
+def test_bstar_block_states_the_reference_options(synth_ws):
+    from tasks.audit.lineage_render import bstar_line
+
+    b = iteration_lineage(synth_ws, 1)["bstar"]
+    assert b == {"average_over": "all", "threshold_from": "probe", "inject_reference": "none", "reference_score": 1.0,
+                 "predates": [], "calibrated": True, "temperature": 0.8, "probe_threshold": 0.5, "threshold": 0.5,
+                 "threshold_source": "probe"}
+    assert bstar_line(b) == ("B-STaR: T 0.8 from the probe; threshold 0.5 from the probe; balance over all prompts; "
+                             "reference not injected")
+    out = flywheel("lineage", "1", "-w", str(synth_ws)).stdout
+    assert "B-STaR: T 0.8 from the probe; threshold 0.5 from the probe" in out
+
+
+def test_bstar_block_of_options_and_of_an_older_lock():
+    from tasks.audit.lineage import _bstar
+    from tasks.audit.lineage_render import bstar_line
+    from tasks.audit.lock_history import parse_lock
+
+    lock = parse_lock(yaml.safe_dump({"schema": "2.0", "stages": {"calibrate@0003": {
+        "cmd": "flywheel stage calibrate --iteration 0003",
+        "params": {"data/iterations/0003/params.yaml": {"calibrate": {
+            "enabled": True, "average_over": "selected", "threshold_from": "full", "inject_reference": "balance",
+            "reference_score": 1.0, "n_star": 8}}}}}}))
+    choice = {"temperature": 0.8, "threshold": 0.6, "calibrated": True}
+    b = _bstar(lock["calibrate@0003"], choice, {"threshold": 0.79, "from": "full", "probe_threshold": 0.6})
+    assert (b["average_over"], b["threshold_from"], b["inject_reference"], b["predates"]) == (
+        "selected", "full", "balance", [])
+    assert (b["threshold"], b["probe_threshold"], b["threshold_source"]) == (0.79, 0.6, "full")
+    assert bstar_line(b) == ("B-STaR: T 0.8 from the probe; threshold 0.79 re-swept on the full set (probe 0.6); "
+                             "balance over prompts with a selection; reference injected at 1 into the balance")
+    # a lock written before the options: their defaults, marked as such; no threshold.json: the probe's
+    old = parse_lock(yaml.safe_dump({"schema": "2.0", "stages": {"calibrate@0001": {
+        "cmd": "flywheel stage calibrate --iteration 0001",
+        "params": {"data/iterations/0001/params.yaml": {"calibrate": {"enabled": True, "n_star": 8}}}}}}))
+    b = _bstar(old["calibrate@0001"], choice, None)
+    assert b["predates"] == ["average_over", "threshold_from", "inject_reference", "reference_score"]
+    assert (b["average_over"], b["threshold_from"], b["inject_reference"], b["threshold"]) == (
+        "all", "probe", "none", 0.6)
+    assert bstar_line(b).endswith("reference not injected (defaults: the iteration predates these options)")
+    off = _bstar(None, {"temperature": 1.0, "threshold": 0.0, "calibrated": False}, None)
+    assert bstar_line(off) == "B-STaR: off; fixed T 1, threshold 0"

@@ -200,7 +200,7 @@ def iteration_lineage(root: Path, it: str | int, *, history: History | None = No
     it = h.require(it)
     L = h.layout
     h.prefetch([it], ["dvc.lock", L.rel(L.record(it)), L.rel(L.choice(it)), L.rel(L.gate(it)),
-                      L.rel(L.eval(it)), L.rel(L.promotion(it))])
+                      L.rel(L.eval(it)), L.rel(L.promotion(it)), L.rel(L.threshold(it))])
     lock = h.lock(it)
     if not lock:
         raise WorkspaceError(f"iteration {it}: no dvc.lock at tag {tag_for(it)}.", file=str(h.root),
@@ -223,6 +223,8 @@ def iteration_lineage(root: Path, it: str | int, *, history: History | None = No
         "chain": roles,
         "base_source": _base_source(L),
         "choice": h.json(it, L.rel(L.choice(it))) or record.get("choice"),
+        "bstar": _bstar(lock.get(f"calibrate@{it}"), h.json(it, L.rel(L.choice(it))) or record.get("choice") or {},
+                        h.json(it, L.rel(L.threshold(it)))),
         "gate": h.json(it, L.rel(L.gate(it))) or record.get("gate"),
         "evaluation": h.json(it, L.rel(L.eval(it))) or record.get("eval"),
         "promotion": promotion,
@@ -231,6 +233,23 @@ def iteration_lineage(root: Path, it: str | int, *, history: History | None = No
         "ancestry": _ancestry(lock, producers, roles.get("checkpoint") or roles.get("parent_model")),
         "runs": _runs(h, {lock[n].iteration for n in names}),
     }
+
+
+def _bstar(calibrate: Stage | None, choice: dict, applied: dict | None) -> dict[str, Any]:
+    """How this iteration balanced: the B-STaR reference-code options from the calibrate stage's recorded
+    params (their defaults, listed in `predates`, where the lock predates an option), the temperature,
+    and the threshold select applied with where it came from (threshold.json; the probe's before it existed)."""
+    from tasks.config.recipe import REFERENCE_OPTION_DEFAULTS
+
+    params = calibrate.params if calibrate else {}
+    wanted = {**REFERENCE_OPTION_DEFAULTS, "reference_score": 1.0}
+    block: dict[str, Any] = {k: params.get(f"calibrate.{k}", d) for k, d in wanted.items()}
+    block |= {"predates": [k for k in wanted if f"calibrate.{k}" not in params],
+              "calibrated": bool(params.get("calibrate.enabled", choice.get("calibrated"))),
+              "temperature": choice.get("temperature"), "probe_threshold": choice.get("threshold"),
+              "threshold": (applied or choice).get("threshold"),
+              "threshold_source": (applied or {}).get("from", "probe")}
+    return block
 
 
 def _base_source(L) -> dict | None:

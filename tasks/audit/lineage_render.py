@@ -78,8 +78,22 @@ def _run_line(lin: dict) -> str:
     return f"run.seed {run.get('seed')} · code {commit} ({dirty}) · {pkgs}"
 
 
+def bstar_line(b: dict) -> str:
+    """One line: how the iteration's temperature and threshold were chosen (B-STaR options)."""
+    if not b.get("calibrated"):
+        return f"B-STaR: off; fixed T {_value(b.get('temperature'))}, threshold {_value(b.get('threshold'))}"
+    thr = (f"threshold {_value(b['threshold'])} re-swept on the full set (probe {_value(b['probe_threshold'])})"
+           if b.get("threshold_source") == "full" else f"threshold {_value(b.get('threshold'))} from the probe")
+    over = "prompts with a selection" if b.get("average_over") == "selected" else "all prompts"
+    ref = {"none": "reference not injected", "balance": f"reference injected at {_value(b.get('reference_score'))} "
+           "into the balance", "train": f"reference injected at {_value(b.get('reference_score'))} into the balance "
+           "and the training set"}.get(b.get("inject_reference"), str(b.get("inject_reference")))
+    tail = " (defaults: the iteration predates these options)" if b.get("predates") else ""
+    return f"B-STaR: T {_value(b.get('temperature'))} from the probe; {thr}; balance over {over}; {ref}{tail}"
+
+
 def _decision_lines(lin: dict) -> list[str]:
-    out = []
+    out = [bstar_line(lin["bstar"])] if lin.get("bstar") else []
     gate = lin.get("gate")
     if gate:
         fails = gate.get("failures") or []

@@ -16,6 +16,7 @@ from tasks.config.base import _Model
 from tasks.config.numerics import NumericsConfig  # noqa: F401
 from tasks.config.placement import DispatchConfig, ScaleConfig, StageDispatch  # noqa: F401
 from tasks.config.prompts import ArithSource, FileSource, HubSource, MBPPSource, PromptsConfig  # noqa: F401
+from tasks.config.sampling import HintsConfig  # noqa: F401
 from tasks.config.train import DPOSettings, LaunchConfig, LoraConfig, TrainConfig, WarmupConfig  # noqa: F401
 
 
@@ -236,6 +237,29 @@ class CalibrateConfig(_Model):
     n_star: int = Field(8, ge=1)
     k: int = Field(8, ge=1)
 
+    # How the hkust-nlp/B-STaR reference code differs; defaults keep this project's choices
+    # (docs/decisions.md gives the reasons).
+    average_over: Literal["all", "selected"] = Field(
+        "all", description="what the balance score averages over: all prompts (nothing selected counts 0), or "
+                           "only prompts with at least one selected sample (the reference code)")
+    threshold_from: Literal["probe", "full"] = Field(
+        "probe", description="probe: select applies the probe set's threshold (the paper); full: select keeps "
+                             "the probe's temperature and re-sweeps the threshold on the iteration's whole "
+                             "scored set (the reference code)")
+    inject_reference: Literal["none", "balance", "train"] = Field(
+        "none", description="none; balance: each prompt's reference solution joins its candidates in every "
+                            "balance computation, as a correct sample scoring reference_score (the reference "
+                            "code); train: it is also a candidate for the selected set")
+    reference_score: float = Field(1.0, description="the score an injected reference solution gets")
+
+    def reference_options(self) -> dict[str, str]:
+        """The three reference-code options that differ from their defaults (empty for the default recipe)."""
+        now = {"average_over": self.average_over, "threshold_from": self.threshold_from,
+               "inject_reference": self.inject_reference}
+        return {k: v for k, v in now.items() if v != REFERENCE_OPTION_DEFAULTS[k]}
+
+
+REFERENCE_OPTION_DEFAULTS = {"average_over": "all", "threshold_from": "probe", "inject_reference": "none"}
 
 class CheckConfig(_Model):
     """Data gate thresholds (Great Expectations suites); a failing gate stops the iteration before training."""
@@ -332,3 +356,4 @@ class Recipe(_Model):
     dispatch: DispatchConfig = DispatchConfig()
     numerics: NumericsConfig = NumericsConfig()
     allocation: AllocationConfig = AllocationConfig()
+    hints: HintsConfig = HintsConfig()

@@ -52,3 +52,40 @@ def generate_problems(n: int, steps: int, seed: int, max_start: int = 9, max_ope
 def _join(parts: list[pl.Series]) -> pl.Series:
     return pl.DataFrame({str(i): p for i, p in enumerate(parts)}).select(
         pl.concat_str(pl.all()).alias("s"))["s"]
+
+
+_OPERATION = r"Then (?:gets|finds|buys|loses|gives away|sells) \d+"
+
+
+def solution_chains(texts: pl.Series) -> pl.Series:
+    """The generator's target for each of its questions, rebuilt from the question text alone (the grammar
+    is fixed: a start, then one "Then ..." clause per step): e.g. " 23+17=40. 40-9=31. Answer: 31".
+    Null where a text does not parse. Why: prepare keeps targets on seed rows only, but an arith problem's
+    chain is a function of its question, so a reference solution exists for every split."""
+    df = pl.DataFrame({"q": texts}, schema={"q": pl.String}).with_row_index("_r")
+    ops = df.select("_r", start=pl.col("q").str.extract(r"^\S+ has (\d+) ", 1).cast(pl.Int64),
+                    op=pl.col("q").str.extract_all(_OPERATION)).explode("op")
+    add = pl.col("op").str.contains(r"^Then (?:gets|finds|buys) ")
+    steps = (ops.with_columns(b=pl.col("op").str.extract(r"(\d+)$", 1).cast(pl.Int64))
+             .with_columns(new=pl.col("start") + pl.when(add).then(pl.col("b")).otherwise(-pl.col("b"))
+                           .cum_sum().over("_r"))
+             .with_columns(prev=pl.col("new").shift(1).over("_r").fill_null(pl.col("start")))
+             .with_columns(eq=pl.format(" {}{}{}={}.", "prev", pl.when(add).then(pl.lit("+")).otherwise(pl.lit("-")),
+                                        "b", "new")))
+    chains = steps.group_by("_r", maintain_order=True).agg(
+        ok=pl.col("eq").is_not_null().all() & pl.col("start").is_not_null().all(), chain=pl.col("eq").str.join(""),
+        answer=pl.col("new").last())
+    out = df.join(chains, on="_r", how="left").sort("_r").select(
+        pl.when(pl.col("ok")).then(pl.col("chain") + " Answer: " + pl.col("answer").cast(pl.String)).alias("s"))
+    return out["s"]
+
+
+def reference_solutions(prompts: pl.DataFrame) -> pl.DataFrame:
+    """prompt_id, text: each prompt's reference solution. The stored target where there is one, else, for
+    prompts of the arith source, the generator's chain rebuilt by `solution_chains` when it reaches the
+    gold answer. Prompts with neither have no row (nothing is injected for them)."""
+    rebuilt = pl.Series("_rebuilt", solution_chains(prompts["text"]))
+    arith = (pl.col("source") == "arith") & pl.col("_rebuilt").str.ends_with(" Answer: " + pl.col("answer"))
+    return (prompts.with_columns(rebuilt)
+            .select("prompt_id", text=pl.coalesce(pl.col("target"), pl.when(arith).then(pl.col("_rebuilt"))))
+            .filter(pl.col("text").is_not_null()).unique("prompt_id", keep="first").sort("prompt_id"))

@@ -7,7 +7,7 @@ always give the same bytes (and so the same DVC hash).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -24,6 +24,9 @@ class Table:
     columns: dict[str, pl.DataType]
     key: tuple[str, ...]
     nullable: frozenset[str] = frozenset()
+    # Written after the required columns, and only when the frame has them: a feature that is off
+    # (e.g. the hint pass) leaves the table's bytes exactly as they were before it existed.
+    optional: dict[str, pl.DataType] = field(default_factory=dict)
 
     @property
     def schema(self) -> pl.Schema:
@@ -41,12 +44,19 @@ PROMPTS = Table("prompts", {
     "source": pl.String, "difficulty": pl.Int32, "target": pl.String,
 }, key=("split", "prompt_id"), nullable=frozenset({"answer", "difficulty", "target"}))
 
-SAMPLES = Table("samples", SAMPLE_COLUMNS, key=("prompt_id", "sample_idx"))
+# With the hint pass on (hints.enabled): where a sample came from (self: the first pass; rationalized:
+# the gold-answer hint; hinted: a partial solution or a Socratic question), the hint's kind and text.
+ORIGIN_COLUMNS: dict[str, pl.DataType] = {"origin": pl.String, "hint_kind": pl.String, "hint": pl.String}
+ORIGINS = ("self", "rationalized", "hinted")
+
+SAMPLES = Table("samples", SAMPLE_COLUMNS, key=("prompt_id", "sample_idx"),
+                nullable=frozenset({"hint_kind", "hint"}), optional=ORIGIN_COLUMNS)
 
 SCORED = Table("scored", {
     **SAMPLE_COLUMNS, "correct": pl.Boolean, "reward": pl.Float64, "score": pl.Float64,
     "extracted_answer": pl.String,
-}, key=("prompt_id", "sample_idx"), nullable=frozenset({"extracted_answer", "reward"}))
+}, key=("prompt_id", "sample_idx"), nullable=frozenset({"extracted_answer", "reward", "hint_kind", "hint"}),
+    optional=ORIGIN_COLUMNS)
 
 SELECTED = Table("selected", {
     "prompt_id": pl.String, "sample_idx": pl.Int32, "messages": pl.List(MESSAGE), "score": pl.Float64,
@@ -81,6 +91,15 @@ ALLOCATION = Table("allocation", {
     "reason": pl.String, "prev_iteration": pl.String, "prev_n": pl.Int32, "prev_c": pl.Int32,
     "prior_p": pl.Float64, "p_hat": pl.Float64, "gain_cutoff": pl.Float64, "budget": pl.Int64,
     "first_pass_correct": pl.Int32, "hint_kind": pl.String, "hint_reason": pl.String,
+# The same grid when a B-STaR reference-code option (calibrate.average_over, threshold_from,
+# inject_reference) is not its default: the options and the prompt counts behind each mean are
+# recorded beside it. A separate table so the default recipe's calibration.parquet keeps its bytes.
+# set: probe (calibrate) or full (the re-sweep in select, calibration_full.parquet).
+CALIBRATION_OPTIONS = Table("calibration", {
+    **CALIBRATION.columns, "set": pl.String, "average_over": pl.String, "threshold_from": pl.String,
+    "inject_reference": pl.String, "n_prompts": pl.Int64, "n_prompts_selected": pl.Int64,
+}, key=("temperature", "threshold"), nullable=CALIBRATION.nullable)
+
 }, key=("prompt_id",), nullable=frozenset({"difficulty", "prev_iteration", "prev_n", "prev_c", "prior_p", "p_hat",
                                            "gain_cutoff", "first_pass_correct", "hint_kind", "hint_reason"}))
 
@@ -89,13 +108,15 @@ SPLITS = ("seed", "train", "probe", "test")
 
 
 def conform(df: pl.DataFrame, table: Table) -> pl.DataFrame:
-    """Select, cast and sort `df` to `table`'s schema; raise on missing columns or nulls."""
+    """Select, cast and sort `df` to `table`'s schema (its optional columns where `df` has them);
+    raise on missing columns or nulls."""
     missing = [c for c in table.columns if c not in df.columns]
     if missing:
         raise InputDataError(f"{table.name} table lacks column(s) {missing}.", field=",".join(missing),
                              fix=f"provide columns {list(table.columns)}.")
-    out = df.select([pl.col(c).cast(t, strict=True) for c, t in table.columns.items()])
-    required = [c for c in table.columns if c not in table.nullable]
+    written = {**table.columns, **{c: t for c, t in table.optional.items() if c in df.columns}}
+    out = df.select([pl.col(c).cast(t, strict=True) for c, t in written.items()])
+    required = [c for c in written if c not in table.nullable]
     nulls = out.select(pl.col(required).null_count()).row(0, named=True)
     bad = [c for c, n in nulls.items() if n]
     if bad:
@@ -125,6 +146,11 @@ def read_table(path: str | Path, table: Table) -> pl.DataFrame:
 
 
 def stable_ids(texts: pl.Series) -> pl.Series:
+def with_origin(df: pl.DataFrame) -> pl.DataFrame:
+    """`df` with an origin column: a table written with the hint pass off has none, and all its rows are `self`."""
+    return df if "origin" in df.columns else df.with_columns(origin=pl.lit("self"))
+
+
     """prompt_id: the first 16 hex digits of sha256 over the normalised text (DuckDB, vectorised)."""
     frame = pl.DataFrame({"t": texts})
     ids = duckdb.sql(

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from tasks.data.schema import CALIBRATION
-from tasks.metrics.bstar import balance_values, dedup_groups, prepare_scored
+from tasks.data.schema import CALIBRATION, CALIBRATION_OPTIONS
+from tasks.metrics.bstar import balance_values, dedup_groups, prepare_scored, with_reference
 from tasks.metrics.passk import pass_at_k
 
 TIE_DECIMALS = 12
@@ -44,8 +44,9 @@ def _per_temperature(groups: pl.DataFrame, temps: np.ndarray, k: int) -> tuple[n
 
 
 def _sweep(groups: pl.DataFrame, temps: np.ndarray, grid: np.ndarray, n_star: int
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """Sum over prompts of the balance score, and distinct selected count, per (temperature, threshold)."""
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (temperature, threshold): sum over prompts of the balance score, distinct selected count,
+    and the number of prompts with at least one selected group."""
     nt, t = temps.size, grid.size
     width = t + 1
     ti = np.searchsorted(temps, groups["temperature"].to_numpy())
@@ -70,11 +71,15 @@ def _sweep(groups: pl.DataFrame, temps: np.ndarray, grid: np.ndarray, n_star: in
     bs_sum = np.cumsum(diff, axis=1)[:, :t]
     counts = np.bincount(base + idx, minlength=nt * width).reshape(nt, width)
     at_or_above = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]  # groups with idx >= j
-    return bs_sum, at_or_above[:, 1:]  # idx > j  <=>  score > grid[j]
+    # a prompt has a selection at j iff its highest idx (its first row here) is > j
+    tops = np.bincount(base[first] + idx[first], minlength=nt * width).reshape(nt, width)
+    prompts_above = np.cumsum(tops[:, ::-1], axis=1)[:, ::-1]
+    return bs_sum, at_or_above[:, 1:], prompts_above[:, 1:]  # idx > j  <=>  score > grid[j]
 
 
-def calibration_grid(probe_scored: pl.DataFrame, thresholds: list[float], *, n_star: int, k: int
-                     ) -> pl.DataFrame:
+def calibration_grid(probe_scored: pl.DataFrame, thresholds: list[float], *, n_star: int, k: int,
+                     average_over: str = "all", reference: pl.DataFrame | None = None,
+                     reference_score: float = 1.0, record: dict[str, str] | None = None) -> pl.DataFrame:
     """CALIBRATION table: one row per (temperature, threshold), sorted by both.
 
     balance_score is the B-STaR bs averaged over all of that temperature's prompts (selection:
@@ -84,27 +89,49 @@ def calibration_grid(probe_scored: pl.DataFrame, thresholds: list[float], *, n_s
     selected samples. `chosen` marks exactly one row: the highest balance score; ties go to the
     lower temperature (less drift), then the higher threshold (stricter, cleaner data).
     An empty probe table gives an empty grid.
+
+    The B-STaR reference code's options: `average_over="selected"` averages over the prompts with at
+    least one selected sample (0.0 where none has); `reference` (prompt_id, text) injects each prompt's
+    reference solution into its candidates at every temperature (`tasks.metrics.bstar.with_reference`),
+    for the balance score and n_selected only (pass_at_k and distinct_ratio describe the samples).
+    `record` (set and the three options) gives the CALIBRATION_OPTIONS table: those values plus
+    n_prompts and n_prompts_selected per row.
     """
     grid = np.unique(np.asarray(thresholds, dtype=np.float64))
     df = prepare_scored(probe_scored.with_columns(pl.col("temperature").cast(pl.Float64)))
     temps = np.unique(df["temperature"].to_numpy())
     if df.height == 0 or grid.size == 0:
-        return pl.DataFrame(schema=CALIBRATION.schema)
+        return pl.DataFrame(schema=(CALIBRATION if record is None else CALIBRATION_OPTIONS).schema)
     groups = dedup_groups(df, ["temperature", "_pc"])
     n_prompts, pass_k, distinct = _per_temperature(groups, temps, k)
-    bs_sum, n_selected = _sweep(groups, temps, grid, n_star)
-    bs = np.round(bs_sum / n_prompts[:, None], TIE_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
+    if reference is not None:  # the same prompts and temperatures, so the same codes
+        groups = dedup_groups(prepare_scored(with_reference(df.drop("_s", "_pc"), reference, reference_score,
+                                                            ("temperature",))), ["temperature", "_pc"])
+    bs_sum, n_selected, n_prompts_selected = _sweep(groups, temps, grid, n_star)
+    if average_over == "selected":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bs = np.where(n_prompts_selected > 0, bs_sum / np.maximum(n_prompts_selected, 1), 0.0)
+    else:
+        bs = bs_sum / n_prompts[:, None]
+    bs = np.round(bs, TIE_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
     nt, t = temps.size, grid.size
     temp_col, thr_col = np.repeat(temps, t), np.tile(grid, nt)
     bs_col = bs.ravel()
     best = np.lexsort((-thr_col, temp_col, -bs_col))[0]
     chosen = np.zeros(nt * t, dtype=bool)
     chosen[best] = True
-    return pl.DataFrame({
+    out = pl.DataFrame({
         "temperature": temp_col, "threshold": thr_col, "balance_score": bs_col,
         "pass_at_k": np.repeat(pass_k, t), "distinct_ratio": np.repeat(distinct, t),
         "n_selected": n_selected.ravel().astype(np.int64), "chosen": chosen,
     }, schema=CALIBRATION.schema).with_columns(pl.col("pass_at_k").fill_nan(None))
+    if record is None:
+        return out
+    return out.with_columns(
+        *(pl.lit(record[c], dtype=pl.String).alias(c) for c in ("set", "average_over", "threshold_from",
+                                                                "inject_reference")),
+        n_prompts=np.repeat(n_prompts, t).astype(np.int64), n_prompts_selected=n_prompts_selected.ravel()
+        .astype(np.int64)).select(list(CALIBRATION_OPTIONS.columns))
 
 
 def choose(grid: pl.DataFrame) -> dict[str, float]:

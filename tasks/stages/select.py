@@ -19,7 +19,25 @@ def dedup_key(cfg: SelectConfig) -> pl.Expr:
     return pl.col("text")
 
 
-def select_table(scored: pl.DataFrame, prompts: pl.DataFrame, cfg: SelectConfig, threshold: float) -> pl.DataFrame:
+def with_reference(scored: pl.DataFrame, reference: pl.DataFrame, score: float, by: tuple[str, ...] = ()
+                   ) -> pl.DataFrame:
+    """`scored` plus, for every (`by`..., prompt_id) present in it that has a reference solution
+    (`reference`: prompt_id, text), that solution as one more candidate: correct, scoring `score`,
+    sample_idx -1, origin "reference". An identical sampled text merges into it under exact dedup and
+    the reference's copy decides (it sorts first). The B-STaR reference code's injection."""
+    keys = scored.select(*by, "prompt_id").unique()
+    ref = keys.join(reference.select("prompt_id", "text"), on="prompt_id", how="inner").with_columns(
+        sample_idx=pl.lit(-1, dtype=scored.schema.get("sample_idx", pl.Int32)), correct=pl.lit(True),
+        score=pl.lit(float(score), dtype=pl.Float64), origin=pl.lit("reference"))
+    return pl.concat([scored, ref], how="diagonal_relaxed")
+
+
+def select_table(scored: pl.DataFrame, prompts: pl.DataFrame, cfg: SelectConfig, threshold: float,
+                 reference: pl.DataFrame | None = None, reference_score: float = 1.0) -> pl.DataFrame:
+    """With `reference` (calibrate.inject_reference train), each prompt's reference solution is a
+    candidate like the samples, before threshold, dedup and cap (origin "reference")."""
+    if reference is not None:
+        scored = with_reference(scored, reference, reference_score)
     kept = (scored.filter(pl.col("score") > threshold)
             .with_columns(_key=dedup_key(cfg))
             .sort(["prompt_id", "score", "sample_idx"], descending=[False, True, False])
@@ -31,7 +49,7 @@ def select_table(scored: pl.DataFrame, prompts: pl.DataFrame, cfg: SelectConfig,
         pl.concat_list(pl.struct(role=pl.lit("user"), content=pl.col("_question")),
                        pl.struct(role=pl.lit("assistant"), content=pl.col("text").str.strip_chars_end()))
         .cast(pl.List(MESSAGE)).alias("messages"),
-        pl.lit("self").alias("origin"),
+        (pl.col("origin").fill_null("self") if "origin" in kept.columns else pl.lit("self")).alias("origin"),
     )
 
 
@@ -82,9 +100,10 @@ def pairs_table(scored: pl.DataFrame, prompts: pl.DataFrame, cfg: SelectConfig, 
         margin=pl.col("margin").round(9))
 
 
-def select(scored_path: Path, prompts_path: Path, cfg: SelectConfig, threshold: float, out_path: Path) -> Path:
+def select(scored_path: Path, prompts_path: Path, cfg: SelectConfig, threshold: float, out_path: Path,
+           reference: pl.DataFrame | None = None, reference_score: float = 1.0) -> Path:
     scored = pl.read_parquet(scored_path)
     prompts = pl.read_parquet(prompts_path)
     if cfg.mode == "pairs":
         return write_table(pairs_table(scored, prompts, cfg, threshold), out_path, PAIRS)
-    return write_table(select_table(scored, prompts, cfg, threshold), out_path, SELECTED)
+    return write_table(select_table(scored, prompts, cfg, threshold, reference, reference_score), out_path, SELECTED)

@@ -100,6 +100,14 @@ class Layout:
         return self.iter_dir(it) / "eval.json"
 
     def eval_samples(self, it: str) -> Path:
+    def threshold(self, it: str) -> Path:
+        """The threshold select applied and where it came from (the probe, or the full-set re-sweep)."""
+        return self.iter_dir(it) / "threshold.json"
+
+    def calibration_full(self, it: str) -> Path:
+        """The threshold sweep on the iteration's full scored set (empty unless calibrate.threshold_from full)."""
+        return self.iter_dir(it) / "calibration_full.parquet"
+
         return self.iter_dir(it) / "eval_samples.parquet"
 
     def promotion(self, it: str) -> Path:
@@ -114,3 +122,28 @@ class Layout:
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
+
+    def declares(self, path: Path) -> bool:
+        """Whether the workspace's own dvc.yaml declares `path` as a stage output. Outputs added by a later
+        release are written only where declared: a workspace keeps the dvc.yaml it was created with, and
+        an undeclared file there would be picked up by its git commit instead of DVC."""
+        return declared_out(self.root / "dvc.yaml", self.rel(path))
+
+
+_VAR = re.compile(r"\\\$\\\{[^}]*\\\}")  # a ${...} variable, as re.escape writes it
+
+
+def declared_out(dvc_yaml: Path, rel: str) -> bool:
+    """`rel` matches an out of some stage in `dvc_yaml` (`${...}` variables match one path segment)."""
+    import yaml
+
+    if not dvc_yaml.is_file():
+        return False
+    stages = (yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages") or {}
+    for stage in stages.values():
+        body = (stage or {}).get("do", stage) or {}
+        for out in body.get("outs") or ():
+            name = next(iter(out)) if isinstance(out, dict) else str(out)
+            if re.fullmatch(_VAR.sub(r"[^/]+", re.escape(name)), rel):
+                return True
+    return False
