@@ -120,7 +120,7 @@ def diff_cmd(a: Annotated[str, typer.Argument(help="Iteration (1, 0001) or Parqu
              b: Annotated[str, typer.Argument(help="Iteration or Parquet table path.")],
              workspace: WorkspaceOpt = None,
              table: Annotated[str | None, typer.Option(
-                 "--table", help="samples, scored (default for iterations), selected or prompts.")] = None,
+                 "--table", help="samples, scored (default for iterations), selected, allocation or prompts.")] = None,
              limit: Annotated[int, typer.Option("--limit", min=0, help="Example keys to list per section.")] = 10,
              as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """What changed between two iterations (or two tables): rows by key, correct counts, metrics, params."""

@@ -25,6 +25,10 @@ BOOTSTRAP_STAGES = ("prepare", "base", "warmup", "baseline", "reward")
 ITERATION_STAGES = ("calibrate", "generate", "score", "select", "check", "train", "evaluate", "promote")
 GATED_STAGES = ("train", "evaluate", "promote")  # skipped when the data gate fails
 BASELINE = "0000"
+# The history dependency of an iteration with nothing to learn from (allocation off, or the workspace's
+# first iteration): a file every workspace has and generate never reads. It cannot be the iteration's
+# own scored table (a cycle) nor a path generate already depends on (DVC refuses a repeated dep).
+NO_HISTORY = "data/iterations/0000/eval.json"
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class IterationVars:
     round: int
     first: str = "0001"  # the workspace's first iteration: the baseline for drift metrics
     gated: bool = True  # False once the data gate failed: train/evaluate/promote are not declared
+    # generate's evidence for adaptive K: the previous iteration's scored table, else NO_HISTORY
+    history: str = NO_HISTORY
 
 
 def read_iteration_vars(layout: Layout) -> dict[str, IterationVars]:
@@ -50,11 +56,17 @@ def read_iteration_vars(layout: Layout) -> dict[str, IterationVars]:
 def write_iteration_vars(layout: Layout, table: dict[str, IterationVars]) -> None:
     from tasks.workspace.atomic import write_text
 
-    iterations = {it: {"parent": v.parent, "init": v.init, "round": v.round, "first": v.first}
+    iterations = {it: {"parent": v.parent, "init": v.init, "round": v.round, "first": v.first, "history": v.history}
                   for it, v in sorted(table.items())}
     trained = {it: iterations[it] for it, v in sorted(table.items()) if v.gated}
     write_text(layout.iterations_vars, yaml.safe_dump({"iterations": iterations, "trained": trained},
                                                       sort_keys=True))
+
+
+def history_for(layout: Layout, recipe: Recipe, previous: str | None) -> str:
+    """IterationVars.history of the iteration after `previous` (None: the workspace's first): that
+    iteration's scored table when adaptive K is on, else NO_HISTORY."""
+    return layout.rel(layout.scored(previous)) if previous and recipe.allocation.enabled else NO_HISTORY
 
 
 def stage_recipe(layout: Layout, it: str | None) -> Recipe:
@@ -103,23 +115,63 @@ def _stage_fns(shard_runner=None) -> dict[str, Callable[[Layout, Recipe, str | N
                 L.model(v.parent), L.prompts, r.generate, r.pool, iteration=it, round_index=v.round,
                 temperature=read_json(L.choice(it))["temperature"], seed=seed(r, it, "generate"),
                 out_path=L.samples(it), hints=r.hints, verifier=r.verifier,
-                hint_seed=seed(r, it, "generate-hint")))},
+                hint_seed=seed(r, it, "generate-hint"), **_allocation_args(L, r, it, v)))},
         "score": lambda L, r, it, v: {"judged": str(judge.judge(  # empty unless reward.source is judge
             L.model(v.parent), L.samples(it), L.prompts, r.generate, r.reward, seed=seed(r, it, "judge"),
             iteration=it, out_path=L.judged(it))), "scored": str(
             (partial(shards.score_sharded, scale=r.scale, runner=shard_runner) if shards.is_sharded(r, "score")
              else partial(score.score, judged_path=L.judged(it)))(
                 L.samples(it), L.prompts, r.verifier, r.reward, L.reward_model, L.scored(it)))},
-        "select": lambda L, r, it, v: {"selected": str(select.select(
-            L.scored(it), L.prompts, r.select, read_json(L.choice(it))["threshold"], L.selected(it)))},
+        "select": lambda L, r, it, v: _select(L, r, it),
         "check": lambda L, r, it, v: check.check(L.scored(it), L.selected(it), L.prompts, L.scored(v.first),
                                                  _applied_choice(L, it), r, L.metrics(it), L.gate(it),
-                                                 L.data_docs(it)),
+                                                 L.data_docs(it), allocation_path=L.allocation(it)),
         "train": lambda L, r, it, v: _train(L, r, it, v, seed(r, it, "train")),
         "evaluate": lambda L, r, it, v: ev(L, r, it, L.model(it)),
         "promote": lambda L, r, it, v: promote.promote(L.eval(it), L.eval(v.parent), L.gate(it), r.promote,
                                                        candidate_id=it, parent_id=v.parent, out_path=L.promotion(it)),
     }
+
+
+def _select(L: Layout, r: Recipe, it: str) -> dict:
+    """The threshold (the probe's, or re-swept on the full scored set), then the selected table. The
+    threshold and the full-set grid are written where the workspace's dvc.yaml declares them (a
+    workspace made before they existed has neither; preflight refuses threshold_from full there)."""
+    from tasks.data.schema import CALIBRATION, CALIBRATION_OPTIONS, write_table
+    from tasks.stages import select
+    from tasks.stages.calibrate import reference_for, select_threshold
+    from tasks.workspace.atomic import write_json
+
+    prompts = pl.read_parquet(L.prompts)
+    scored = pl.read_parquet(L.scored(it)) if r.calibrate.threshold_from == "full" else None
+    grid, info = select_threshold(scored, prompts, r, read_json(L.choice(it)))
+    if L.declares(L.calibration_full(it)):
+        write_table(grid, L.calibration_full(it), CALIBRATION_OPTIONS if "set" in grid.columns else CALIBRATION)
+    if L.declares(L.threshold(it)):
+        write_json(L.threshold(it), info)
+    reference = reference_for(r.calibrate, prompts) if r.calibrate.inject_reference == "train" else None
+    out = select.select(L.scored(it), L.prompts, r.select, info["threshold"], L.selected(it), reference,
+                        r.calibrate.reference_score)
+    return {"selected": str(out), **({"threshold": info["threshold"]} if info["from"] == "full" else {})}
+
+
+def _applied_choice(L: Layout, it: str) -> dict:
+    """choice.json, with the threshold select applied where threshold.json records it."""
+    choice = read_json(L.choice(it))
+    if L.threshold(it).is_file():
+        applied = read_json(L.threshold(it))
+        choice = {**choice, "threshold": applied["threshold"]}
+        if applied.get("from") == "full":
+            choice["probe_threshold"] = applied["probe_threshold"]
+    return choice
+
+
+def _allocation_args(L: Layout, r: Recipe, it: str, v: IterationVars) -> dict:
+    """generate's adaptive-K inputs: the recipe's section, the history table (when the iteration names one)
+    and where the allocation table goes (only where the workspace's dvc.yaml declares it)."""
+    history = L.root / v.history if v.history.endswith("/scored.parquet") else None
+    return {"allocation": r.allocation, "history_path": history, "cap": r.select.cap_per_prompt,
+            "allocation_out": L.allocation(it) if L.declares(L.allocation(it)) else None}
 
 
 def _train(L: Layout, r: Recipe, it: str, v: IterationVars, seed: int) -> dict:

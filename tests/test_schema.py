@@ -114,9 +114,48 @@ def test_stable_ids_keep_order_and_length():
 
 
 def test_tables_registry():
-    assert set(TABLES) == {"prompts", "samples", "scored", "selected", "pairs", "judged", "calibration"}
+    assert set(TABLES) == {"prompts", "samples", "scored", "selected", "pairs", "judged", "calibration", "allocation"}
     for table in TABLES.values():
         assert set(table.key) <= set(table.columns)
-        assert table.nullable <= set(table.columns)
+        assert table.nullable <= set(table.columns) | set(table.optional)
+        assert not set(table.optional) & set(table.columns)
         assert not (set(table.key) & table.nullable)
     assert SELECTED.key == ("origin", "prompt_id", "sample_idx")
+
+
+def _samples(n: int = 4) -> pl.DataFrame:
+    from tasks.data.schema import SAMPLES
+
+    return pl.DataFrame({"prompt_id": [f"p{i % 2}" for i in range(n)], "sample_idx": list(range(n)),
+                         "iteration": "0001", "text": "x", "n_tokens": 1, "finish_reason": "stop",
+                         "temperature": 1.0, "seed": 0, "model_hash": "m", "pass_name": "main"}).select(
+        list(SAMPLES.columns))
+
+
+def test_optional_columns_are_written_only_when_present(tmp_path):
+    from tasks.data.schema import SAMPLES
+
+    plain = conform(_samples(), SAMPLES)
+    assert plain.columns == list(SAMPLES.columns)
+    marked = _samples().with_columns(hint=pl.lit(None, pl.String), origin=pl.lit("self"), extra=pl.lit(1))
+    out = conform(marked, SAMPLES)
+    assert out.columns == [*SAMPLES.columns, "origin", "hint"]  # after the required ones, in schema order; extra dropped
+    with pytest.raises(InputDataError, match="nulls in"):
+        conform(_samples().with_columns(origin=pl.lit(None, pl.String)), SAMPLES)  # origin is never null
+
+
+def test_conform_without_optional_columns_gives_the_old_bytes(tmp_path):
+    from tasks.data.schema import SAMPLES, Table
+
+    old = Table("samples", dict(SAMPLES.columns), key=SAMPLES.key)  # the table as it was, no optional columns
+    a = write_table(_samples(), tmp_path / "a.parquet", SAMPLES)
+    b = write_table(_samples(), tmp_path / "b.parquet", old)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_with_origin_marks_old_tables_self():
+    from tasks.data.schema import with_origin
+
+    assert with_origin(_samples())["origin"].to_list() == ["self"] * 4
+    kept = _samples().with_columns(origin=pl.lit("hinted"))
+    assert with_origin(kept)["origin"].to_list() == ["hinted"] * 4

@@ -20,7 +20,7 @@ from tasks.errors import WorkspaceError
 KEYS = {"samples": ("prompt_id", "sample_idx"), "scored": ("prompt_id", "sample_idx"),
         "selected": ("prompt_id", "sample_idx"), "judged": ("prompt_id", "sample_idx"),
         "pairs": ("prompt_id", "chosen_idx", "rejected_idx"),
-        "prompts": ("prompt_id",)}
+        "prompts": ("prompt_id",), "allocation": ("prompt_id",)}
 FILES = {"pairs": "selected"}  # select writes its pairs (mode pairs) where the sft examples would be
 
 

@@ -356,6 +356,27 @@ def _sample_rows(con, scored: Path, prompt_id: str, idx: list[int]) -> dict[int,
     return {r[0]: dict(zip(SAMPLE_COLUMNS, r[1:])) for r in rows}
 
 
+def _allocation_row(con, h: History, it: str, prompt_id: str) -> dict | None:
+    """Why the prompt got its samples in iteration `it`: its allocation row (adaptive K) with `why`, the
+    row as a sentence. None where the iteration has no allocation.parquet (made before adaptive K)."""
+    from tasks.config.loading import load_recipe
+    from tasks.sampling.allocation import explain
+
+    path = h.layout.allocation(it)
+    if not path.is_file():
+        return None
+    cur = con.execute(f"SELECT * FROM read_parquet({lit(str(path))}) WHERE prompt_id = {lit(prompt_id)}")
+    names = [d[0] for d in cur.description]
+    found = cur.fetchone()
+    if found is None:
+        return None
+    row = dict(zip(names, found))
+    params = h.layout.params(it)
+    cfg = load_recipe(params).allocation if params.is_file() else None
+    why = explain(row, enabled=cfg.enabled if cfg else True, prior_strength=cfg.prior_strength if cfg else None)
+    return {**row, "why": why}
+
+
 def _found_pairs(con, files: list[str], prompt_id: str, sample_idx: int, rejected_idx: int | None) -> list[dict]:
     """Per iteration, the pairs that hold the sample on either side (or exactly chosen:rejected)."""
     side = (f"chosen_idx = {lit(sample_idx)} AND rejected_idx = {lit(rejected_idx)}" if rejected_idx is not None
@@ -409,6 +430,7 @@ def example_lineage(root: Path, prompt_id: str, sample_idx: int, *, table: str =
     lineages = [iteration_lineage(h.root, f["iteration"], history=h) for f in found]
     for f, lin in zip(found, lineages, strict=True):
         scored = h.layout.scored(f["iteration"])
+        f["allocation"] = _allocation_row(con, h, f["iteration"], prompt_id)
         if f["table"] != "pairs":
             f["sample"] = _sample_rows(con, scored, prompt_id, [int(sample_idx)]).get(int(sample_idx))
             continue

@@ -190,6 +190,8 @@ def example_tree(result: dict):
                                      f"margin {pair['margin']}"))
                 pn.add(escape(f"chosen   {pair['chosen_idx']}: {_sample_text(pair.get('chosen'))}"))
                 pn.add(escape(f"rejected {pair['rejected_idx']}: {_sample_text(pair.get('rejected'))}"))
+        if found.get("allocation"):  # adaptive K: why the prompt got its samples
+            node.add(escape(f"allocation: {found['allocation']['why']}"))
         node.add(lineage_tree(lin))
     return tree
 

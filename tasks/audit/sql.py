@@ -4,7 +4,8 @@ Views: `iterations` (run records), `metrics` (one wide row per iteration), `cost
 (the cost report of each iteration, and of each of its stages), `artifacts` and `deps`
 (every out and dep in dvc.lock at every iter-* tag), and the Parquet tables `prompts`,
 `samples`, `scored`, `selected` (the pairs, in a pairs iteration), `judged` (the judge's replies, reward source
-`judge`), `calibration` and `eval_samples` (with an `iteration` column from the file path).
+`judge`), `calibration`, `eval_samples` and `allocation` (samples per pool prompt and why, adaptive K), each with
+an `iteration` column from the file path.
 Nothing is copied: the views read the JSON and Parquet files in place.
 """
 
@@ -19,7 +20,7 @@ import duckdb
 
 from tasks.audit.lock_history import History
 
-ITERATION_TABLES = ("samples", "scored", "selected", "judged", "calibration", "eval_samples")
+ITERATION_TABLES = ("samples", "scored", "selected", "judged", "calibration", "eval_samples", "allocation")
 RECORD_COLUMNS = ("{iteration: 'VARCHAR', status: 'VARCHAR', parent: 'VARCHAR', next_parent: 'VARCHAR', "
                   "started: 'TIMESTAMPTZ', finished: 'TIMESTAMPTZ', code: 'STRUCT(\"commit\" VARCHAR, dirty BOOLEAN)', "
                   "packages: 'JSON', choice: 'JSON', metrics: 'JSON', gate: 'JSON', eval: 'JSON', promotion: 'JSON', "

@@ -81,16 +81,6 @@ CALIBRATION = Table("calibration", {
 }, key=("temperature", "threshold"),
     nullable=frozenset({"balance_score", "pass_at_k", "distinct_ratio", "n_selected"}))
 
-# Adaptive K (tasks/sampling/allocation.py): why each pool prompt got its number of samples. Written by
-# generate wherever the workspace's dvc.yaml declares it; uniform (k = generate.k) when allocation is off.
-# reason: uniform, history, prior, k_min, k_max; the evidence (prev_*, prior_p, p_hat) is null where none
-# was used; gain_cutoff: the iteration's smallest marginal gain that got a sample; budget: samples of the
-# iteration, hint pass included. k_hint and the hint columns are filled by the hint pass.
-ALLOCATION = Table("allocation", {
-    "prompt_id": pl.String, "iteration": pl.String, "difficulty": pl.Int32, "k": pl.Int32, "k_hint": pl.Int32,
-    "reason": pl.String, "prev_iteration": pl.String, "prev_n": pl.Int32, "prev_c": pl.Int32,
-    "prior_p": pl.Float64, "p_hat": pl.Float64, "gain_cutoff": pl.Float64, "budget": pl.Int64,
-    "first_pass_correct": pl.Int32, "hint_kind": pl.String, "hint_reason": pl.String,
 # The same grid when a B-STaR reference-code option (calibrate.average_over, threshold_from,
 # inject_reference) is not its default: the options and the prompt counts behind each mean are
 # recorded beside it. A separate table so the default recipe's calibration.parquet keeps its bytes.
@@ -100,8 +90,20 @@ CALIBRATION_OPTIONS = Table("calibration", {
     "inject_reference": pl.String, "n_prompts": pl.Int64, "n_prompts_selected": pl.Int64,
 }, key=("temperature", "threshold"), nullable=CALIBRATION.nullable)
 
-}, key=("prompt_id",), nullable=frozenset({"difficulty", "prev_iteration", "prev_n", "prev_c", "prior_p", "p_hat",
-                                           "gain_cutoff", "first_pass_correct", "hint_kind", "hint_reason"}))
+# Adaptive K (tasks/sampling/allocation.py): why each pool prompt got its number of samples. Written by
+# generate wherever the workspace's dvc.yaml declares it; uniform (k = generate.k) when allocation is off.
+# reason: uniform, history, prior, k_min, k_max; the evidence (prev_*, prior_p, p_hat) is null where none
+# was used; prior_from: difficulty (the rate at the prompt's difficulty) or overall; gain_cutoff: the
+# iteration's smallest marginal gain that got a sample; budget: samples of the iteration, hint pass
+# included. k_hint and the hint columns are filled by the hint pass.
+ALLOCATION = Table("allocation", {
+    "prompt_id": pl.String, "iteration": pl.String, "difficulty": pl.Int32, "k": pl.Int32, "k_hint": pl.Int32,
+    "reason": pl.String, "prev_iteration": pl.String, "prev_n": pl.Int32, "prev_c": pl.Int32,
+    "prior_p": pl.Float64, "prior_from": pl.String, "p_hat": pl.Float64, "gain_cutoff": pl.Float64,
+    "budget": pl.Int64, "first_pass_correct": pl.Int32, "hint_kind": pl.String, "hint_reason": pl.String,
+}, key=("prompt_id",), nullable=frozenset({"difficulty", "prev_iteration", "prev_n", "prev_c", "prior_p",
+                                           "prior_from", "p_hat", "gain_cutoff", "first_pass_correct", "hint_kind",
+                                           "hint_reason"}))
 
 TABLES = {t.name: t for t in (PROMPTS, SAMPLES, SCORED, SELECTED, PAIRS, JUDGED, CALIBRATION, ALLOCATION)}
 SPLITS = ("seed", "train", "probe", "test")
@@ -145,12 +147,12 @@ def read_table(path: str | Path, table: Table) -> pl.DataFrame:
     return conform(df, table)
 
 
-def stable_ids(texts: pl.Series) -> pl.Series:
 def with_origin(df: pl.DataFrame) -> pl.DataFrame:
     """`df` with an origin column: a table written with the hint pass off has none, and all its rows are `self`."""
     return df if "origin" in df.columns else df.with_columns(origin=pl.lit("self"))
 
 
+def stable_ids(texts: pl.Series) -> pl.Series:
     """prompt_id: the first 16 hex digits of sha256 over the normalised text (DuckDB, vectorised)."""
     frame = pl.DataFrame({"t": texts})
     ids = duckdb.sql(

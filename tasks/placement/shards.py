@@ -21,8 +21,11 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
-from tasks.config.recipe import GenerateConfig, PoolConfig, Recipe, RewardConfig, ScaleConfig, VerifierConfig
-from tasks.data.schema import SAMPLES, SCORED, Table, write_table
+from tasks.config.allocation import AllocationConfig
+from tasks.config.recipe import (GenerateConfig, HintsConfig, PoolConfig, Recipe, RewardConfig, ScaleConfig,
+                                 VerifierConfig)
+from tasks.data.schema import ALLOCATION, SAMPLES, SCORED, Table, write_table
+from tasks.errors import ConfigError
 
 
 class ShardFailedError(RuntimeError):
@@ -58,6 +61,7 @@ class GenerateShard(_Shard):
     iteration: str
     desc: str
     first_batch: int
+    pass_name: str = "main"
 
 
 class ScoreShard(_Shard):
@@ -139,7 +143,7 @@ def generate_shard(job: GenerateShard) -> str:
         backend = _cached("generate", key, lambda: make_backend(job.cfg, job.model_dir, seed=job.seed))
         samples = sample_prompts(Path(job.model_dir), prompts, job.cfg, temperature=job.temperature, k=job.k,
                                  seed=job.seed, iteration=job.iteration, desc=job.desc, backend=backend,
-                                 first_batch=job.first_batch)
+                                 first_batch=job.first_batch, pass_name=job.pass_name)
     return str(write_table(samples, job.out, SAMPLES))
 
 
@@ -191,28 +195,68 @@ def _run_and_merge(stage: str, jobs: list, scale: ScaleConfig, shard_dir: Path, 
         shutil.rmtree(shard_dir, ignore_errors=True)
 
 
-def generate_sharded(model_dir: Path, prompts_path: Path, cfg: GenerateConfig, pool: PoolConfig,
-                     scale: ScaleConfig, *, iteration: str, round_index: int, temperature: float, seed: int,
-                     out_path: Path, runner: ShardRunner | None = None) -> Path:
-    """`generate`'s output (tasks/stages/generate.py), computed as shards by `runner`."""
-    from tasks.models.backends.base import resolve_backend_name
-    from tasks.stages.generate import pool_prompts
-
-    prompts = pool_prompts(pl.read_parquet(prompts_path), pool, round_index, seed)
-    out_path = Path(out_path)
-    cfg = cfg.model_copy(update={"backend": resolve_backend_name(cfg.backend)})  # every worker alike
+def _generate_shards(model_dir: Path, prompts: pl.DataFrame, cfg: GenerateConfig, scale: ScaleConfig, *,
+                     iteration: str, temperature: float, k: int, seed: int, desc: str, pass_name: str,
+                     out_path: Path, runner: ShardRunner | None) -> Path:
+    """One sampling pass over `prompts` (prompt_id, text, optionally prefix) as shards, merged into `out_path`."""
     shard_dir = _shard_dir(out_path)
     shutil.rmtree(shard_dir, ignore_errors=True)  # leftovers of a crashed run are never reused
     shard_dir.mkdir(parents=True)
     inputs = shard_dir / "prompts.parquet"
-    prompts.select("prompt_id", "text").sort("prompt_id").write_parquet(inputs)
+    prompts.select([c for c in ("prompt_id", "text", "prefix", "n") if c in prompts.columns]).sort("prompt_id") \
+        .write_parquet(inputs)
     plan = plan_generate(prompts.height, cfg.batch_size, cfg.backend, scale.shard_size)
     jobs = [GenerateShard(stage="generate", index=i, count=len(plan), inputs=str(inputs), offset=off,
                           length=n, out=str(shard_dir / f"shard-{i:05d}.parquet"), model_dir=str(model_dir),
-                          cfg=cfg, temperature=temperature, k=cfg.k, seed=seed, iteration=iteration,
-                          desc=f"generate {iteration}", first_batch=b)
+                          cfg=cfg, temperature=temperature, k=k, seed=seed, iteration=iteration,
+                          desc=desc, first_batch=b, pass_name=pass_name)
             for i, (off, n, b) in enumerate(plan)]
     return _run_and_merge("generate", jobs, scale, shard_dir, out_path, SAMPLES, runner)
+
+
+def generate_sharded(model_dir: Path, prompts_path: Path, cfg: GenerateConfig, pool: PoolConfig,
+                     scale: ScaleConfig, *, iteration: str, round_index: int, temperature: float, seed: int,
+                     out_path: Path, runner: ShardRunner | None = None, hints: HintsConfig | None = None,
+                     verifier: VerifierConfig | None = None, hint_seed: int | None = None,
+                     allocation: AllocationConfig | None = None, history_path: Path | None = None, cap: int = 1,
+                     allocation_out: Path | None = None) -> Path:
+    """`generate`'s output (tasks/stages/generate.py), computed as shards by `runner`. With hints on, the
+    first pass is merged and verified here, then the hinted prompts are sharded the same way. The
+    allocation (adaptive K) is planned here and travels to the workers as the prompts' `n` column."""
+    from tasks.models.backends.base import resolve_backend_name
+    from tasks.seeds import derive_seed
+    from tasks.stages.generate import allocate, hint_desc, hint_requests, planned_pool, pool_prompts, with_hint_pass
+
+    prompts = pl.read_parquet(prompts_path)
+    chosen = pool_prompts(prompts, pool, round_index, seed)
+    out_path = Path(out_path)
+    cfg = cfg.model_copy(update={"backend": resolve_backend_name(cfg.backend)})  # every worker alike
+    allocation_plan = allocate(chosen, prompts, allocation, k=cfg.k, cap=cap, iteration=iteration, seed=seed,
+                               history_path=history_path)
+    chosen = planned_pool(chosen, allocation_plan, allocation)
+    if "n" in chosen.columns and cfg.backend == "hf":  # HF shards are cut along uniform batches
+        raise ConfigError("is on, but sharded generation on the HF backend cannot take per-prompt sample counts.",
+                          field="allocation.enabled", fix="use generate.backend: vllm, or scale.runner: local.")
+    if allocation_out is not None:
+        write_table(allocation_plan, allocation_out, ALLOCATION)
+    common = dict(cfg=cfg, scale=scale, iteration=iteration, temperature=temperature, runner=runner)
+    if hints is None or not hints.enabled:
+        return _generate_shards(model_dir, chosen, k=cfg.k, seed=seed, desc=f"generate {iteration}",
+                                pass_name="main", out_path=out_path, **common)
+    first_path = out_path.with_name(f".{out_path.name}.first")
+    hint_path = out_path.with_name(f".{out_path.name}.hint")
+    try:
+        first = pl.read_parquet(_generate_shards(model_dir, chosen, k=cfg.k, seed=seed, desc=f"generate {iteration}",
+                                                 pass_name="main", out_path=first_path, **common))
+        targets = hint_requests(first, chosen, hints, verifier or VerifierConfig())
+        hint_seed = derive_seed(seed, iteration, "generate-hint") if hint_seed is None else hint_seed
+        hinted = pl.read_parquet(_generate_shards(
+            model_dir, targets, k=hints.k, seed=hint_seed, desc=hint_desc(iteration), pass_name="hint",
+            out_path=hint_path, **common)) if targets.height else None
+        return write_table(with_hint_pass(first, hinted, targets), out_path, SAMPLES)
+    finally:
+        first_path.unlink(missing_ok=True)
+        hint_path.unlink(missing_ok=True)
 
 
 def score_sharded(samples_path: Path, prompts_path: Path, verifier: VerifierConfig, reward: RewardConfig,

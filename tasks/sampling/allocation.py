@@ -40,7 +40,7 @@ def history_counts(scored: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
 
 
 def estimate_p(pool: pl.DataFrame, counts: pl.DataFrame, cfg: AllocationConfig) -> pl.DataFrame:
-    """prompt_id, difficulty, prev_n, prev_c, prior_p, p_hat for every pool prompt.
+    """prompt_id, difficulty, prev_n, prev_c, prior_p, prior_from, p_hat for every pool prompt.
 
     prior_p: the history's mean pass rate (c/n per prompt, averaged over prompts) at the prompt's
     difficulty, else over all its prompts. p_hat = (c + a prior_p) / (n + a) with a = prior_strength;
@@ -56,7 +56,9 @@ def estimate_p(pool: pl.DataFrame, counts: pl.DataFrame, cfg: AllocationConfig) 
             .join(counts.select("prompt_id", prev_n=pl.col("n").cast(pl.Int32), prev_c=pl.col("c").cast(pl.Int32)),
                   on="prompt_id", how="left")
             .join(by_level, on="difficulty", how="left")
-            .with_columns(prior_p=pl.col("level_p").fill_null(overall).cast(pl.Float64))
+            .with_columns(prior_p=pl.col("level_p").fill_null(overall).cast(pl.Float64),
+                          prior_from=pl.when(pl.col("level_p").is_not_null()).then(pl.lit("difficulty"))
+                          .otherwise(pl.lit("overall")))
             .with_columns(p_hat=raw.clip(cfg.p_floor, 1.0 - cfg.p_floor))
             .drop("level_p").sort("prompt_id"))
 
@@ -170,3 +172,44 @@ def budget_metrics(plan: pl.DataFrame, n_first_pass: int, n_hint_pass: int = 0) 
             "k_min_used": int(k.min()) if k.size else 0, "k_max_used": int(k.max()) if k.size else 0,
             "k_mean": round(float(k.mean()), 6) if k.size else 0.0,
             "budget_share_hard": round(float(k[hard].sum()) / float(k.sum()), 6) if k.sum() else 0.0}
+
+
+def allocation_metrics(plan: pl.DataFrame, scored: pl.DataFrame, k: int) -> dict[str, float | int]:
+    """metrics.json keys of an iteration with adaptive K on: the budget's use (`budget_metrics`; first-pass
+    samples are the `self` ones) and how many prompts have the generate.k samples pass@k averages over
+    (`pass@{k}_prompts`; with variable n it is over prompts with n >= k, which the allocation decides)."""
+    own = scored.filter(pl.col("origin") == "self") if "origin" in scored.columns else scored
+    per = own.group_by("prompt_id").len()
+    return budget_metrics(plan, own.height, scored.height - own.height) | {
+        f"pass@{k}_prompts": int((per["len"] >= k).sum()) if per.height else 0}
+
+
+def _num(x: float | None) -> str:
+    return "?" if x is None else f"{x:.3g}"
+
+
+def explain(row: dict, *, enabled: bool = True, prior_strength: float | None = None) -> str:
+    """One ALLOCATION row as a sentence: how many samples the prompt got and the evidence behind it,
+    e.g. "32 samples (the k_max bound): p_hat 0.06 from 0/8 correct at 0002, shrunk towards the prior
+    0.31 of difficulty 4 (strength 4); budget 8000, marginal-gain cutoff 0.041"."""
+    k, reason = row["k"], row["reason"]
+    head = f"{k} sample{'s' if k != 1 else ''}"
+    if reason == "uniform":
+        text = f"{head}: generate.k for every prompt (allocation off)" if not enabled else \
+            f"{head}: the budget of {row['budget']} shared evenly (no earlier iteration to learn from)"
+    else:
+        bound = {"k_min": " (the k_min floor)", "k_max": " (the k_max bound)"}.get(reason, "")
+        level = (f"difficulty {row['difficulty']}" if row.get("prior_from") == "difficulty"
+                 else "all prompts" if row.get("prior_from") == "overall" else "the prior")
+        strength = f" (strength {prior_strength:g})" if prior_strength is not None else ""
+        if row.get("prev_n") is not None:
+            evidence = (f"p_hat {_num(row['p_hat'])} from {row['prev_c']}/{row['prev_n']} correct at "
+                        f"{row['prev_iteration']}, shrunk towards the rate {_num(row['prior_p'])} of {level}{strength}")
+        else:
+            evidence = (f"p_hat {_num(row['p_hat'])}, the rate of {level} (not sampled at the previous iteration)")
+        text = f"{head}{bound}: {evidence}; budget {row['budget']}, marginal-gain cutoff {_num(row['gain_cutoff'])}"
+    if row.get("k_hint"):
+        kind = f" ({row['hint_kind']})" if row.get("hint_kind") else ""
+        why = f": {row['hint_reason']}" if row.get("hint_reason") else ""
+        text += f"; then {row['k_hint']} hinted sample{'s' if row['k_hint'] != 1 else ''}{kind}{why}"
+    return text

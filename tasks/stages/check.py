@@ -8,21 +8,37 @@ import polars as pl
 
 from tasks.config.recipe import Recipe
 from tasks.data.schema import SAMPLES
-from tasks.metrics.bstar import hard_prompts, iteration_metrics
+from tasks.metrics.bstar import hard_prompts, iteration_metrics, self_rows, tail_by_origin
 from tasks.workspace.atomic import write_json
 
 
 def compute_metrics(scored: pl.DataFrame, selected: pl.DataFrame, baseline_scored: pl.DataFrame, choice: dict,
                     recipe: Recipe, prompts: pl.DataFrame | None = None) -> dict:
     """All exploration, exploitation, balance and collapse metrics; drift is against the workspace's
-    first iteration (samples of the iteration-0 model). With majority vote, the pseudo-label monitor too."""
+    first iteration (samples of the iteration-0 model). With majority vote, the pseudo-label monitor too.
+    With the hint pass on (an origin column), these run over the first pass's samples, and the tail by
+    origin is added (`tail_by_origin`)."""
+    with_hints = scored
+    scored, baseline_scored = self_rows(scored), self_rows(baseline_scored)
     kw = {"k": recipe.generate.k, "n_star": recipe.calibrate.n_star, "threshold": choice["threshold"]}
     baseline = iteration_metrics(baseline_scored, None, **kw)
+    cal = recipe.calibrate  # the balance score as calibration computed it (B-STaR reference-code options)
+    reference = None
+    if cal.inject_reference != "none" and prompts is not None:
+        from tasks.data.arith import reference_solutions
+
+        reference = reference_solutions(prompts)
     metrics = iteration_metrics(scored, selected, baseline=baseline, hard_prompt_ids=hard_prompts(baseline_scored),
-                                **kw)
+                                average_over=cal.average_over, reference=reference,
+                                reference_score=cal.reference_score, **kw)
     metrics |= {"temperature": choice["temperature"], "threshold": choice["threshold"]}
+    if "probe_threshold" in choice:  # threshold_from full: the probe's, beside the applied one
+        metrics["probe_threshold"] = choice["probe_threshold"]
     if recipe.verifier.type == "majority_vote" and prompts is not None:
         metrics |= vote_monitor(scored, baseline_scored, prompts, recipe)
+    if "origin" in with_hints.columns:
+        metrics |= tail_by_origin(with_hints, selected, hard_prompt_ids=hard_prompts(baseline_scored),
+                                  difficulty=prompts)
     return metrics
 
 
@@ -38,7 +54,8 @@ def vote_monitor(scored: pl.DataFrame, baseline_scored: pl.DataFrame, prompts: p
 
 
 def check(scored_path: Path, selected_path: Path, prompts_path: Path, baseline_scored_path: Path, choice: dict,
-          recipe: Recipe, metrics_path: Path, gate_path: Path, docs_dir: Path | None = None) -> dict:
+          recipe: Recipe, metrics_path: Path, gate_path: Path, docs_dir: Path | None = None,
+          allocation_path: Path | None = None) -> dict:
     """Metrics, then the Great Expectations gate over prompts, samples, scored, selected and metrics.
 
     gate.json (versioned) holds the verdict and one line per failed expectation; the Data Docs
@@ -49,6 +66,10 @@ def check(scored_path: Path, selected_path: Path, prompts_path: Path, baseline_s
     scored = pl.read_parquet(scored_path)
     selected = pl.read_parquet(selected_path)
     metrics = compute_metrics(scored, selected, pl.read_parquet(baseline_scored_path), choice, recipe, prompts)
+    if recipe.allocation.enabled and allocation_path is not None:  # adaptive K: how the budget was spent
+        from tasks.sampling.allocation import allocation_metrics
+
+        metrics |= allocation_metrics(pl.read_parquet(allocation_path), scored, recipe.generate.k)
     samples = scored.select(list(SAMPLES.columns))
     test_ids = prompts.filter(pl.col("split") == "test")["prompt_id"].to_list()
     chosen = "pairs" if recipe.select.mode == "pairs" else "selected"  # select's output table

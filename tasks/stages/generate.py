@@ -6,10 +6,14 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.config.recipe import GenerateConfig, PoolConfig
-from tasks.data.schema import SAMPLES, write_table
+from tasks.config.recipe import GenerateConfig, HintsConfig, PoolConfig, VerifierConfig
+from tasks.config.allocation import AllocationConfig
+from tasks.data.schema import ALLOCATION, SAMPLES, write_table
 from tasks.models.backends import SamplingSpec, make_backend
 from tasks.models.loading import model_fingerprint
+from tasks.sampling.allocation import history_counts, plan_allocation, with_n
+from tasks.sampling.hints import hint_targets, mark_hinted, mark_self
+from tasks.seeds import derive_seed
 
 
 def pool_prompts(prompts: pl.DataFrame, pool: PoolConfig, round_index: int, seed: int) -> pl.DataFrame:
@@ -35,7 +39,9 @@ def sample_prompts(model_dir: Path, prompts: pl.DataFrame, cfg: GenerateConfig, 
     try:
         spec = SamplingSpec(n=k, temperature=temperature, max_new_tokens=cfg.max_new_tokens, seed=seed,
                             top_p=cfg.top_p, stop=tuple(cfg.stop), first_batch=first_batch)
-        out = backend.generate(prompts.select("prompt_id", "text"), spec, desc=desc)
+        # prefix: prefill; n: the prompt's own sample count (adaptive K)
+        request = [c for c in ("prompt_id", "text", "prefix", "n") if c in prompts.columns]
+        out = backend.generate(prompts.select(request), spec, desc=desc)
     finally:
         if own:
             backend.close()
@@ -43,11 +49,80 @@ def sample_prompts(model_dir: Path, prompts: pl.DataFrame, cfg: GenerateConfig, 
                             model_hash=pl.lit(model_fingerprint(model_dir)), pass_name=pl.lit(pass_name))
 
 
+def hint_requests(first_pass: pl.DataFrame, chosen: pl.DataFrame, hints: HintsConfig,
+                  verifier: VerifierConfig) -> pl.DataFrame:
+    """The hint pass's requests: the first pass verified by the recipe's verifier (no reward model; the
+    score stage judges every sample again), then the prompts below hints.min_correct, hinted."""
+    from tasks.verify.verifiers import make_verifier
+
+    verified = make_verifier(verifier.type, verifier).verify(first_pass, chosen.select("prompt_id", "text", "answer"))
+    return hint_targets(verified.select("prompt_id", "correct"), chosen, hints)
+
+
+def with_hint_pass(first_pass: pl.DataFrame, hinted: pl.DataFrame | None, targets: pl.DataFrame) -> pl.DataFrame:
+    """Both passes in one samples table: first-pass rows as origin self, hinted rows marked and offset."""
+    parts = [mark_self(first_pass)] + ([mark_hinted(hinted, targets)] if hinted is not None and hinted.height else [])
+    return pl.concat(parts, how="diagonal_relaxed")
+
+
+def allocate(chosen: pl.DataFrame, prompts: pl.DataFrame, allocation: AllocationConfig | None, *, k: int,
+             cap: int, iteration: str, seed: int, history_path: Path | None = None,
+             reserve: int = 0) -> pl.DataFrame:
+    """The ALLOCATION rows of the pool (tasks/sampling/allocation.py): generate.k each when allocation is
+    off; else the budget shared by the history table, the previous iteration's scored.parquet."""
+    allocation = allocation or AllocationConfig()
+    counts, previous = None, None
+    if allocation.enabled and history_path is not None:
+        counts = history_counts(pl.read_parquet(history_path, columns=_history_columns(history_path)), prompts)
+        previous = Path(history_path).parent.name
+    return plan_allocation(chosen, counts, allocation, k=k, cap=cap, iteration=iteration, seed=seed,
+                           prev_iteration=previous, reserve=reserve)
+
+
+def _history_columns(path: Path) -> list[str]:
+    names = pl.read_parquet_schema(path)
+    return [c for c in ("prompt_id", "correct", "origin") if c in names]
+
+
+def planned_pool(chosen: pl.DataFrame, plan: pl.DataFrame, allocation: AllocationConfig | None) -> pl.DataFrame:
+    """The pool as the first pass requests it: with adaptive K, each prompt's own `n`; off, unchanged
+    (no n column, so the backends sample exactly as before)."""
+    return with_n(chosen, plan) if allocation is not None and allocation.enabled else chosen
+
+
+def hint_desc(iteration: str) -> str:
+    return f"generate {iteration} hint"  # part of the HF backend's batch seeds: keep it fixed
+
+
 def generate(model_dir: Path, prompts_path: Path, cfg: GenerateConfig, pool: PoolConfig, *, iteration: str,
-             round_index: int, temperature: float, seed: int, out_path: Path) -> Path:
-    """The samples table in one process (tasks/placement/shards.py computes the same table as shards)."""
+             round_index: int, temperature: float, seed: int, out_path: Path, hints: HintsConfig | None = None,
+             verifier: VerifierConfig | None = None, hint_seed: int | None = None,
+             allocation: AllocationConfig | None = None, history_path: Path | None = None, cap: int = 1,
+             allocation_out: Path | None = None) -> Path:
+    """The samples table in one process (tasks/placement/shards.py computes the same table as shards).
+    With hints on, a second pass re-samples the prompts the first left unsolved, with a hint and its own
+    seed (`hint_seed`); the first pass is exactly the one a hints-off run samples. `allocation_out`
+    (None: not written) records each prompt's first-pass sample count and why (adaptive K)."""
     prompts = pl.read_parquet(prompts_path)
     chosen = pool_prompts(prompts, pool, round_index, seed)
-    samples = sample_prompts(model_dir, chosen, cfg, temperature=temperature, k=cfg.k, seed=seed,
-                             iteration=iteration, desc=f"generate {iteration}")
-    return write_table(samples, out_path, SAMPLES)
+    plan = allocate(chosen, prompts, allocation, k=cfg.k, cap=cap, iteration=iteration, seed=seed,
+                    history_path=history_path)
+    chosen = planned_pool(chosen, plan, allocation)
+    if allocation_out is not None:
+        write_table(plan, allocation_out, ALLOCATION)
+    if hints is None or not hints.enabled:
+        samples = sample_prompts(model_dir, chosen, cfg, temperature=temperature, k=cfg.k, seed=seed,
+                                 iteration=iteration, desc=f"generate {iteration}")
+        return write_table(samples, out_path, SAMPLES)
+    backend = make_backend(cfg, str(model_dir), seed=seed)  # one model load for both passes
+    try:
+        first = sample_prompts(model_dir, chosen, cfg, temperature=temperature, k=cfg.k, seed=seed,
+                               iteration=iteration, desc=f"generate {iteration}", backend=backend)
+        targets = hint_requests(first, chosen, hints, verifier or VerifierConfig())
+        hint_seed = derive_seed(seed, iteration, "generate-hint") if hint_seed is None else hint_seed
+        hinted = sample_prompts(model_dir, targets, cfg, temperature=temperature, k=hints.k, seed=hint_seed,
+                                iteration=iteration, desc=hint_desc(iteration), pass_name="hint",
+                                backend=backend) if targets.height else None
+    finally:
+        backend.close()
+    return write_table(with_hint_pass(first, hinted, targets), out_path, SAMPLES)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tasks.audit.report import pass_at_k_entry
 from tasks.config.loading import load_recipe, recipe_to_yaml
 from tasks.metrics.costs import iteration_cost
 from tasks.numerics import record as numerics_record
-from tasks.pipeline import BASELINE, IterationVars, read_iteration_vars, write_iteration_vars
+from tasks.pipeline import BASELINE, IterationVars, history_for, read_iteration_vars, write_iteration_vars
 from tasks.placement.dispatch import dispatched_device
 from tasks.workspace.atomic import read_json, write_json, write_text
 from tasks.workspace.layout import Layout, iteration_id, tag_for
@@ -50,7 +50,10 @@ def plan_next(layout: Layout, mode: str) -> NextIteration:
     rnd = (table[list(table)[-1]].round + 1) if table else 1
     init = parent if mode == "continue" else BASELINE
     first = next(iter(table), it)
-    return NextIteration(it, IterationVars(parent=parent, init=init, round=rnd, first=first), resuming=False)
+    # adaptive K learns from the previous iteration's samples; without it generate depends on nothing new
+    history = history_for(layout, load_recipe(layout.recipe), list(table)[-1] if table else None)
+    return NextIteration(it, IterationVars(parent=parent, init=init, round=rnd, first=first, history=history),
+                         resuming=False)
 
 
 def start_iteration(layout: Layout, nxt: NextIteration) -> None:
@@ -67,8 +70,7 @@ def start_iteration(layout: Layout, nxt: NextIteration) -> None:
 def ungate(layout: Layout, it: str) -> None:
     """The data gate failed: stop declaring train/evaluate/promote for this iteration."""
     table = read_iteration_vars(layout)
-    v = table[it]
-    table[it] = IterationVars(parent=v.parent, init=v.init, round=v.round, first=v.first, gated=False)
+    table[it] = replace(table[it], gated=False)
     write_iteration_vars(layout, table)
 
 

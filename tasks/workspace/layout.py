@@ -81,6 +81,10 @@ class Layout:
     def samples(self, it: str) -> Path:
         return self.iter_dir(it) / "samples.parquet"
 
+    def allocation(self, it: str) -> Path:
+        """Samples per pool prompt and why (adaptive K; uniform when allocation is off)."""
+        return self.iter_dir(it) / "allocation.parquet"
+
     def scored(self, it: str) -> Path:
         return self.iter_dir(it) / "scored.parquet"
 
@@ -96,10 +100,6 @@ class Layout:
     def selected(self, it: str) -> Path:
         return self.iter_dir(it) / "selected.parquet"
 
-    def eval(self, it: str) -> Path:
-        return self.iter_dir(it) / "eval.json"
-
-    def eval_samples(self, it: str) -> Path:
     def threshold(self, it: str) -> Path:
         """The threshold select applied and where it came from (the probe, or the full-set re-sweep)."""
         return self.iter_dir(it) / "threshold.json"
@@ -108,6 +108,10 @@ class Layout:
         """The threshold sweep on the iteration's full scored set (empty unless calibrate.threshold_from full)."""
         return self.iter_dir(it) / "calibration_full.parquet"
 
+    def eval(self, it: str) -> Path:
+        return self.iter_dir(it) / "eval.json"
+
+    def eval_samples(self, it: str) -> Path:
         return self.iter_dir(it) / "eval_samples.parquet"
 
     def promotion(self, it: str) -> Path:
