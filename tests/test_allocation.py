@@ -205,3 +205,21 @@ def test_the_selection_bound_uses_k_max():
 
     assert _max_selected(micro(k_max=6).model_copy(update={"select": micro().select.model_copy(
         update={"cap_per_prompt": 4})}), 16) == 64  # min(cap 4, k_max 6) x 16, above generate.k's 2 x 16
+
+
+def test_explain_says_why_in_one_sentence():
+    from tasks.sampling.allocation import explain
+
+    pool = pool_of([3, 3, 4])
+    history = scored_of({"p00": (8, 1), "p01": (8, 8)})
+    out = {r["prompt_id"]: r for r in plan(pool, history, AllocationConfig(enabled=True, budget=12, k_max=16))
+           .iter_rows(named=True)}
+    hard = explain(out["p00"], prior_strength=4)
+    assert hard.startswith(f"{out['p00']['k']} samples: p_hat ") and "from 1/8 correct at 0001" in hard
+    assert "rate 0.562 of difficulty 3 (strength 4)" in hard and "budget 12, marginal-gain cutoff" in hard
+    assert "(the k_min floor)" in explain(out["p01"])
+    assert "the rate of all prompts (not sampled at the previous iteration)" in explain(out["p02"])
+    first = plan(pool, None, AllocationConfig(enabled=True, budget=20)).row(0, named=True)
+    assert explain(first).endswith("the budget of 20 shared evenly (no earlier iteration to learn from)")
+    hinted = {**out["p00"], "k_hint": 4, "hint_kind": "partial", "hint_reason": "0 correct of 8 < m=1"}
+    assert explain(hinted).endswith("; then 4 hinted samples (partial): 0 correct of 8 < m=1")

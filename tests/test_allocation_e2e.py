@@ -83,3 +83,22 @@ def test_lineage_explains_a_prompts_k(allocated_workspace):
     assert why["0001"] == "2 samples: the budget of 160 shared evenly (no earlier iteration to learn from)"
     assert why["0002"].startswith(f"{k} samples") and "/2 correct at 0001" in why["0002"]
     assert "budget 160" in why["0002"]
+
+
+def test_a_workspace_whose_dvc_yaml_predates_allocation_refuses_it(tmp_path):
+    """Its dvc.yaml has no allocation.parquet and no history dependency (a workspace keeps the dvc.yaml it
+    was created with): turning allocation on there is refused in one line before any compute."""
+    from tasks.config.loading import load_recipe
+    from tasks.errors import ConfigError
+    from tasks.preflight import preflight
+
+    ws = tmp_path / "ws"
+    flywheel("init", str(ws), "--config", str(write_recipe(tmp_path / "off.yaml")))
+    dvc_yaml = ws / "dvc.yaml"
+    dvc_yaml.write_text("\n".join(line for line in dvc_yaml.read_text().splitlines()
+                                  if "allocation.parquet" not in line and "item.history" not in line) + "\n")
+    preflight(load_recipe(write_recipe(tmp_path / "off.yaml")), ws)  # allocation off: nothing to refuse
+    with pytest.raises(ConfigError) as exc:
+        preflight(load_recipe(write_recipe(tmp_path / "on.yaml", {"allocation": ALLOCATION})), ws)
+    msg = str(exc.value)
+    assert "\n" not in msg and "allocation.enabled" in msg and "flywheel init" in msg, msg
