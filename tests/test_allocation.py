@@ -223,3 +223,19 @@ def test_explain_says_why_in_one_sentence():
     assert explain(first).endswith("the budget of 20 shared evenly (no earlier iteration to learn from)")
     hinted = {**out["p00"], "k_hint": 4, "hint_kind": "partial", "hint_reason": "0 correct of 8 < m=1"}
     assert explain(hinted).endswith("; then 4 hinted samples (partial): 0 correct of 8 < m=1")
+
+
+def test_hint_pass_fills_its_columns():
+    from tasks.sampling.allocation import record_hint_pass
+
+    pool = pool_of([3, 3, 4])
+    first = plan(pool, None, AllocationConfig(enabled=True, budget=12), reserve=3)
+    assert first["k"].sum() == 9
+    verified = scored_of({"p00": (3, 0), "p01": (3, 2), "p02": (3, 0)})
+    targets = pl.DataFrame({"prompt_id": ["p00", "p02"], "hint_kind": ["partial", "answer"],
+                            "hint_reason": ["0 correct of 3 < m=1"] * 2})
+    out = record_hint_pass(first, verified, targets, k_hint=1).sort("prompt_id")
+    conform(out, ALLOCATION)
+    assert out["first_pass_correct"].to_list() == [0, 2, 0] and out["k_hint"].to_list() == [1, 0, 1]
+    assert out["hint_kind"].to_list() == ["partial", None, "answer"] and out["k"].equals(first.sort("prompt_id")["k"])
+    assert budget_metrics(out, 9, 2)["budget_unspent"] == 1

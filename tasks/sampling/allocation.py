@@ -110,6 +110,12 @@ def _uniform(n_prompts: int, budget: int, k_min: int, k_max: int, seed: int) -> 
     return np.clip(k, k_min, k_max)
 
 
+def budget_of(cfg: AllocationConfig, n_prompts: int, k: int) -> int:
+    """Samples of the iteration, hint pass included: allocation.budget, else (and when off) prompts x k.
+    A hint pass with allocation on takes its reserve, round(hints.reserve x budget), off the first pass."""
+    return (cfg.budget or n_prompts * k) if cfg.enabled else n_prompts * k
+
+
 def plan_allocation(pool: pl.DataFrame, counts: pl.DataFrame | None, cfg: AllocationConfig, *, k: int, cap: int,
                     iteration: str, seed: int, prev_iteration: str | None = None, reserve: int = 0) -> pl.DataFrame:
     """The ALLOCATION rows of one iteration: first-pass samples `k` per pool prompt and why.
@@ -122,7 +128,7 @@ def plan_allocation(pool: pl.DataFrame, counts: pl.DataFrame | None, cfg: Alloca
     k_min / k_max where a bound decided. `k_hint` and the hint columns are left for the hint pass."""
     pool = pool.select("prompt_id", pl.col("difficulty").cast(pl.Int32)).sort("prompt_id")
     n_prompts = pool.height
-    budget = (cfg.budget or n_prompts * k) if cfg.enabled else n_prompts * k
+    budget = budget_of(cfg, n_prompts, k)
     first = budget - reserve
     if cfg.enabled and first < n_prompts * cfg.k_min:
         raise ConfigError(f"is {budget} ({reserve} of it reserved for the hint pass), too few for {n_prompts} pool "
@@ -154,6 +160,20 @@ def _rows(df: pl.DataFrame) -> pl.DataFrame:
             if c not in df.columns}
     return df.with_columns(**fill).select([pl.col(c).cast(t) for c, t in ALLOCATION.columns.items()]) \
         .sort(list(ALLOCATION.key))
+
+
+def record_hint_pass(plan: pl.DataFrame, first_pass: pl.DataFrame, targets: pl.DataFrame,
+                     k_hint: int) -> pl.DataFrame:
+    """The plan with the hint pass filled in: `first_pass_correct` (correct first-pass samples per prompt,
+    from `first_pass`'s prompt_id and correct columns) for every prompt, and `k_hint`, `hint_kind` and
+    `hint_reason` for the prompts in `targets` (the hint pass's requests)."""
+    correct = first_pass.group_by("prompt_id").agg(
+        first_pass_correct=pl.col("correct").fill_null(False).sum().cast(pl.Int32))
+    hinted = targets.select("prompt_id", "hint_kind", "hint_reason", k_hint=pl.lit(k_hint, pl.Int32))
+    filled = (plan.drop("first_pass_correct", "hint_kind", "hint_reason", "k_hint")
+              .join(correct, on="prompt_id", how="left").join(hinted, on="prompt_id", how="left")
+              .with_columns(pl.col("k_hint").fill_null(0), pl.col("first_pass_correct").fill_null(0)))
+    return _rows(filled)
 
 
 def with_n(pool: pl.DataFrame, plan: pl.DataFrame) -> pl.DataFrame:
