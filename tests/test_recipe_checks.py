@@ -243,3 +243,38 @@ def test_training_objective_must_match_the_select_mode():
     with pytest.raises(ConfigError) as exc:
         recipe(warmup__objective="dpo")
     refused(exc, "warmup.objective")
+
+
+# ---------------------------------------------------------------- B-STaR reference-code options
+def test_reference_options_refusals(tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        check_recipe(recipe(calibrate__threshold_from="full"))  # the micro recipe does not calibrate
+    refused(exc, "calibrate.threshold_from", "calibrate.enabled")
+    check_recipe(recipe(calibrate__enabled=True, calibrate__threshold_from="full", calibrate__inject_reference="train"))
+    with pytest.raises(ConfigError) as exc:
+        check_recipe(file_recipe(rows_file(tmp_path), calibrate__inject_reference="balance"))
+    refused(exc, "calibrate.inject_reference", "only the arith source")
+    with pytest.raises(ConfigError) as exc:
+        check_recipe(recipe(calibrate__inject_reference="balance", verifier__type="majority_vote"))
+    refused(exc, "calibrate.inject_reference", "majority_vote")
+
+
+def test_resweep_refused_in_a_workspace_whose_dvc_yaml_predates_it(tmp_path):
+    import shutil
+    import subprocess
+
+    from tasks.workspace.layout import Layout
+
+    ws = tmp_path / "ws"
+    (ws / ".dvc").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(ws)], check=True)
+    (ws / "flywheel.yaml").write_text("{}")
+    (ws / "dvc.yaml").write_text("stages:\n  select:\n    outs:\n      - data/iterations/${key}/selected.parquet\n")
+    assert not Layout(ws).declares(Layout(ws).threshold("0001"))
+    shutil.copyfile(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    assert Layout(tmp_path).declares(Layout(tmp_path).threshold("0004"))
+    assert Layout(tmp_path).declares(Layout(tmp_path).calibration_full("0004"))
+    assert not Layout(tmp_path).declares(tmp_path / "data" / "iterations" / "0004" / "nothing.json")
+    with pytest.raises(ConfigError) as exc:  # refused before the remote or the engine is looked at
+        preflight(recipe(calibrate__enabled=True, calibrate__threshold_from="full"), ws)
+    refused(exc, "calibrate.threshold_from", "flywheel init")

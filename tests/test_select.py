@@ -176,3 +176,102 @@ def test_pairs_stage_writes_the_pairs_table(tmp_path):
     got = pl.read_parquet(out)
     assert got.schema == PAIRS.schema and got.height == 1
     assert (got["chosen"] != got["rejected"]).all()
+
+
+# ---------------------------------------------------------------- B-STaR reference-code options
+def test_reference_rows_selected_with_origin_reference():
+    from tasks.stages.select import with_reference
+
+    df = scored([("p1", 0, "a", 1.1), ("p1", 1, "b", 0.9), ("p2", 0, "c", 0.2)]).with_columns(correct=pl.lit(True))
+    ref = pl.DataFrame({"prompt_id": ["p1", "p2", "p3"], "text": ["R1", "R2", "R3"]})
+    assert with_reference(df, ref, 1.0)["prompt_id"].to_list().count("p3") == 0  # only prompts in the pool
+    out = select_table(df, PROMPTS, SelectConfig(cap_per_prompt=2), 0.5, reference=ref)
+    assert sorted(zip(out["prompt_id"], out["sample_idx"], out["origin"])) == [
+        ("p1", -1, "reference"), ("p1", 0, "self"), ("p2", -1, "reference")]
+    conform(out, SELECTED)
+    capped = select_table(df, PROMPTS, SelectConfig(cap_per_prompt=1), 0.5, reference=ref)
+    assert sorted(zip(capped["prompt_id"], capped["origin"])) == [("p1", "self"), ("p2", "reference")]  # 1.1 > 1.0
+    assert select_table(df, PROMPTS, SelectConfig(cap_per_prompt=2), 1.0, reference=ref)["origin"].to_list() == [
+        "self"]  # the reference's 1.0 is not above a threshold of 1.0
+    assert select_table(df, PROMPTS, SelectConfig(), 0.5)["origin"].unique().to_list() == ["self"]
+
+
+def _select_workspace(tmp_path, threshold_from: str, *, declared: bool = True):
+    """A workspace folder holding what the select stage reads: dvc.yaml, prompts, scored, choice."""
+    import json
+    import shutil
+
+    from tasks.config.loading import recipe_from_dict
+    from tasks.workspace.layout import Layout
+    from tests.conftest import MICRO_RECIPE, ROOT
+
+    L = Layout(tmp_path)
+    if declared:
+        shutil.copyfile(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    else:
+        (tmp_path / "dvc.yaml").write_text("stages:\n  select:\n    outs:\n      - data/iterations/${key}/selected.parquet\n")
+    L.prompts.parent.mkdir(parents=True)
+    PROMPTS.with_columns(answer=pl.lit("1"), split=pl.lit("train"), source=pl.lit("arith"),
+                         difficulty=pl.lit(1, pl.Int32), target=pl.lit(None, pl.String)).write_parquet(L.prompts)
+    rows = [("p1", 0, "good", 1.15, True), ("p1", 1, "meh", 0.95, True), ("p1", 2, "bad", 0.3, False),
+            ("p2", 0, "ok", 1.05, True), ("p2", 1, "wrong", 0.7, False)]
+    full = pl.DataFrame(rows, schema={"prompt_id": pl.String, "sample_idx": pl.Int32, "text": pl.String,
+                                      "score": pl.Float64, "correct": pl.Boolean}, orient="row").with_columns(
+        iteration=pl.lit("0001"), n_tokens=pl.lit(3, pl.Int32), finish_reason=pl.lit("stop"),
+        temperature=pl.lit(0.8), seed=pl.lit(1, pl.Int64), model_hash=pl.lit("h"), pass_name=pl.lit("main"),
+        reward=pl.lit(0.0), extracted_answer=pl.lit(None, pl.String))
+    L.iter_dir("0001").mkdir(parents=True)
+    conform(full, SCORED).write_parquet(L.scored("0001"))
+    L.choice("0001").write_text(json.dumps({"temperature": 0.8, "threshold": 0.1, "balance_score": 0.4,
+                                            "calibrated": True}))
+    data = json.loads(json.dumps(MICRO_RECIPE))
+    data["calibrate"] = {"enabled": True, "threshold_from": threshold_from, "n_star": 1}
+    data["select"] = {"cap_per_prompt": 4}
+    return L, recipe_from_dict(data)
+
+
+def test_full_resweep_picks_and_records_threshold(tmp_path):
+    import json
+
+    from tasks.data.schema import CALIBRATION_OPTIONS
+    from tasks.pipeline import _applied_choice, _select
+
+    L, r = _select_workspace(tmp_path, "full")
+    result = _select(L, r, "0001")
+    applied = json.loads(L.threshold("0001").read_text())
+    # n* = 1: any threshold in [0.7, 1.05) keeps only correct samples (bs 1 on both prompts); ties go
+    # to the higher threshold, so 1.0, the top of the default grid
+    assert applied == {"threshold": 1.0, "from": "full", "probe_threshold": 0.1, "balance_score": 1.0}
+    grid = pl.read_parquet(L.calibration_full("0001"))
+    assert grid.schema == CALIBRATION_OPTIONS.schema and grid["chosen"].sum() == 1
+    assert grid.filter(pl.col("chosen"))["threshold"].to_list() == [1.0]
+    assert grid["set"].unique().to_list() == ["full"] and grid["temperature"].unique().to_list() == [0.8]
+    assert kept(pl.read_parquet(L.selected("0001"))) == [("p1", 0), ("p2", 0)]  # select applied it
+    assert result["threshold"] == 1.0
+    assert _applied_choice(L, "0001")["threshold"] == 1.0  # what check computes its metrics at
+    assert _applied_choice(L, "0001")["probe_threshold"] == 0.1
+
+
+def test_probe_threshold_when_resweep_off(tmp_path):
+    import json
+
+    from tasks.data.schema import CALIBRATION
+    from tasks.pipeline import _applied_choice, _select
+
+    L, r = _select_workspace(tmp_path, "probe")
+    _select(L, r, "0001")
+    assert json.loads(L.threshold("0001").read_text()) == {"threshold": 0.1, "from": "probe",
+                                                           "probe_threshold": 0.1, "balance_score": 0.4}
+    empty = pl.read_parquet(L.calibration_full("0001"))
+    assert empty.height == 0 and empty.schema == CALIBRATION.schema
+    assert kept(pl.read_parquet(L.selected("0001"))) == [("p1", 0), ("p1", 1), ("p1", 2), ("p2", 0), ("p2", 1)]
+    assert _applied_choice(L, "0001") == json.loads(L.choice("0001").read_text())
+
+
+def test_an_older_workspace_gets_no_undeclared_files(tmp_path):
+    from tasks.pipeline import _select
+
+    L, r = _select_workspace(tmp_path, "probe", declared=False)
+    _select(L, r, "0001")
+    assert L.selected("0001").is_file()
+    assert not L.threshold("0001").exists() and not L.calibration_full("0001").exists()

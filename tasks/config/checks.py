@@ -113,6 +113,7 @@ def check_recipe(recipe: Recipe) -> None:
         if most is not None and most < recipe.check.min_selected:
             raise _budget_error(recipe, most, f"pool.prompts_per_iteration {recipe.pool.prompts_per_iteration}")
     check_methods(recipe)
+    check_reference_options(recipe)
     check_allocation(recipe)
     if recipe.check.min_text_chars > recipe.check.max_text_chars:
         raise ConfigError(f"{recipe.check.min_text_chars} is above check.max_text_chars "
@@ -200,6 +201,28 @@ def check_hints(recipe: Recipe) -> None:
     if h.kinds == ["answer"] and isinstance(src, FileSource) and not src.answer_column:
         raise ConfigError("is [answer], but the prompts file has no answer_column, so no prompt has a gold answer "
                           "to hint with.", field="hints.kinds", fix="add partial or socratic to hints.kinds.")
+
+
+def check_reference_options(recipe: Recipe) -> None:
+    """The B-STaR reference-code options need balancing, and injection needs reference solutions."""
+    cal = recipe.calibrate
+    if cal.threshold_from == "full" and not cal.enabled:
+        raise ConfigError("is full, but the threshold is re-swept at the temperature calibration chose, and "
+                          "calibrate.enabled is false.", field="calibrate.threshold_from",
+                          fix="set calibrate.enabled: true, or threshold_from: probe.")
+    if cal.inject_reference == "none":
+        return
+    if not isinstance(recipe.prompts.source, ArithSource):
+        raise ConfigError(f"is {cal.inject_reference}, but only the arith source has a reference solution for "
+                          "every probe and pool prompt (other sources keep solutions on seed rows only).",
+                          field="calibrate.inject_reference", fix="set calibrate.inject_reference: none.")
+    if recipe.verifier.type == "majority_vote":
+        raise ConfigError(f"is {cal.inject_reference}, but a reference solution is gold, and majority_vote "
+                          "runs without gold.", field="calibrate.inject_reference",
+                          fix="set calibrate.inject_reference: none, or use a gold verifier.")
+    if cal.inject_reference == "train" and recipe.select.mode == "pairs":
+        raise ConfigError("is train, but select.mode pairs builds preference pairs from samples only.",
+                          field="calibrate.inject_reference", fix="use inject_reference: balance or none.")
 
 
 def check_judge_only(recipe: Recipe) -> None:

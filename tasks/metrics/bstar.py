@@ -13,7 +13,7 @@ import polars as pl
 
 from tasks.config.recipe import SelectConfig
 from tasks.metrics.passk import pass_at_k
-from tasks.stages.select import dedup_key
+from tasks.stages.select import dedup_key, with_reference
 
 NGRAM = 4
 EQUATION_KEY = dedup_key(SelectConfig.model_validate({"dedup": "equations"}))
@@ -183,7 +183,8 @@ def _ratio(num: float, den: float) -> float:
 def iteration_metrics(scored: pl.DataFrame, selected: pl.DataFrame | None, *, k: int,
                       s_values: tuple[int, ...] = (2, 4), n_star: int = 8, threshold: float,
                       baseline: dict | None = None, hard_prompt_ids: list[str] | None = None,
-                      digits: int | None = 6) -> dict[str, float | int]:
+                      digits: int | None = 6, average_over: str = "all", reference: pl.DataFrame | None = None,
+                      reference_score: float = 1.0) -> dict[str, float | int]:
     """Flat, JSON-ready metrics dict (floats rounded to 6 places) for one iteration.
 
     Prompts are those present in `scored` (a prompt with no samples has no row, so it counts
@@ -192,8 +193,11 @@ def iteration_metrics(scored: pl.DataFrame, selected: pl.DataFrame | None, *, k:
     prompts whose top-reward sample is correct. reward@k-S: share of prompts with at least s
     samples (all of the prompt's samples, K in normal use; no dedup) scoring > threshold.
     balance_score: B-STaR bs over exact-deduplicated samples scoring > threshold, averaged over
-    all prompts. repetition_rate is the mean over samples. Drift keys need `baseline`
-    (iteration 0's dict), hard_prompts_solved needs `hard_prompt_ids`, n_selected and
+    all prompts (`average_over="selected"`: over prompts with a selected sample; `reference`
+    (prompt_id, text): each prompt's reference solution joins its candidates as a correct sample
+    scoring `reference_score`, for the balance score only, see `with_reference`).
+    repetition_rate is the mean over samples. Drift keys need `baseline` (iteration 0's dict),
+    hard_prompts_solved needs `hard_prompt_ids`, n_selected and
     query_uniformity (1 - population std/mean of selected samples per prompt with >= 1; 0.0
     when nothing is selected) need `selected`. `digits=None` skips rounding (for exact checks).
     """
@@ -219,7 +223,9 @@ def iteration_metrics(scored: pl.DataFrame, selected: pl.DataFrame | None, *, k:
     for s in s_values:
         out[f"reward@{k}-S{s}"] = _mean(above >= s)
     out["gen_ver_gap"] = out["best_of_k"] - out["pass@1"]
-    out["balance_score"] = _balance(groups, threshold, n_star, ps.height)
+    bal_groups = groups if reference is None else dedup_groups(
+        prepare_scored(with_reference(scored, reference, reference_score)), ["_pc"])
+    out["balance_score"] = _balance(bal_groups, threshold, n_star, ps.height, average_over)
     out["repetition_rate"] = _ratio(float((ps["repetition"].fill_null(0.0).to_numpy() * n).sum()), total_n)
     out["mean_tokens"] = _ratio(int(ps["tokens"].sum()), total_n)
     out["truncation_rate"] = _ratio(int(ps["truncated"].sum()), total_n)
@@ -240,21 +246,28 @@ def iteration_metrics(scored: pl.DataFrame, selected: pl.DataFrame | None, *, k:
             for key, v in out.items()}
 
 
-def balance_score(scored: pl.DataFrame, threshold: float, *, n_star: int) -> float:
-    """Mean over all prompts of B-STaR bs at one threshold (selection: score > threshold,
-    exact-text dedup as in `dedup_groups`). 0.0 for an empty table."""
+def balance_score(scored: pl.DataFrame, threshold: float, *, n_star: int, average_over: str = "all",
+                  reference: pl.DataFrame | None = None, reference_score: float = 1.0) -> float:
+    """Mean over all prompts (or, `average_over="selected"`, over prompts with a selected sample) of
+    B-STaR bs at one threshold (selection: score > threshold, exact-text dedup as in `dedup_groups`;
+    `reference` rows injected by `with_reference`). 0.0 for an empty table or nothing to average."""
+    if reference is not None:
+        scored = with_reference(scored, reference, reference_score)
     df = prepare_scored(scored)
-    return _balance(dedup_groups(df, ["_pc"]), threshold, n_star, df["_pc"].n_unique())
+    return _balance(dedup_groups(df, ["_pc"]), threshold, n_star, df["_pc"].n_unique(), average_over)
 
 
-def _balance(groups: pl.DataFrame, threshold: float, n_star: int, n_prompts: int) -> float:
+def _balance(groups: pl.DataFrame, threshold: float, n_star: int, n_prompts: int, average_over: str = "all"
+             ) -> float:
     if n_prompts == 0:
         return 0.0
     pc = groups["_pc"].to_numpy()
     sel = groups["score"].to_numpy() > threshold
     n_sel = np.bincount(pc, weights=sel, minlength=n_prompts)
     c_sel = np.bincount(pc, weights=sel & groups["correct"].to_numpy(), minlength=n_prompts)
-    return _mean(balance_values(c_sel, n_sel, n_star))
+    values = balance_values(c_sel, n_sel, n_star)
+    # the reference code's mean runs over the queries of the selected set only
+    return _mean(values[n_sel > 0] if average_over == "selected" else values)
 
 
 def hard_prompts(scored_iteration0: pl.DataFrame, cutoff: float = 0.25) -> list[str]:

@@ -27,7 +27,8 @@ def _per_temperature(groups: pl.DataFrame, temps: np.ndarray, k: int) -> tuple[n
     """Per temperature: prompt count, mean pass@k over prompts with n >= k (NaN if none), and
     distinct-correct ratio (unique correct texts / correct samples; 0.0 when none correct)."""
     pp = groups.group_by(["temperature", "_pc"]).agg(
-        n=pl.col("n_copies").sum(), c=pl.col("n_correct").sum(), d=(pl.col("n_correct") > 0).sum())
+        n=pl.col("n_copies").sum(), c=pl.col("n_correct").sum(), d=(pl.col("n_correct") > 0).sum()
+    ).sort(["temperature", "_pc"])  # a fixed order for the float sums
     ti = np.searchsorted(temps, pp["temperature"].to_numpy())
     n, c, d = (pp[x].to_numpy().astype(np.int64) for x in ("n", "c", "d"))
     nt = temps.size
@@ -102,11 +103,13 @@ def calibration_grid(probe_scored: pl.DataFrame, thresholds: list[float], *, n_s
     temps = np.unique(df["temperature"].to_numpy())
     if df.height == 0 or grid.size == 0:
         return pl.DataFrame(schema=(CALIBRATION if record is None else CALIBRATION_OPTIONS).schema)
-    groups = dedup_groups(df, ["temperature", "_pc"])
+    # sorted: group_by order is arbitrary, and the float sums below must not depend on it (bytes)
+    groups = dedup_groups(df, ["temperature", "_pc"]).sort(["temperature", "_pc", "text"])
     n_prompts, pass_k, distinct = _per_temperature(groups, temps, k)
     if reference is not None:  # the same prompts and temperatures, so the same codes
         groups = dedup_groups(prepare_scored(with_reference(df.drop("_s", "_pc"), reference, reference_score,
-                                                            ("temperature",))), ["temperature", "_pc"])
+                                                            ("temperature",))), ["temperature", "_pc"]
+                              ).sort(["temperature", "_pc", "text"])
     bs_sum, n_selected, n_prompts_selected = _sweep(groups, temps, grid, n_star)
     if average_over == "selected":
         with np.errstate(divide="ignore", invalid="ignore"):
