@@ -138,3 +138,25 @@ def test_a_kept_engine_samples_exactly_like_a_fresh_one(micro_assets, prompts, t
         assert kept.equals(fresh.generate(prompts, spec))
     finally:
         fresh.close()
+
+
+def _prefilled(prompts: pl.DataFrame) -> pl.DataFrame:
+    """Every other prompt starts its assistant turn with a prefix (the hint pass's prefill); the rest have none."""
+    return prompts.with_columns(prefix=pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit(" 12+3=15.")))
+
+
+@pytest.mark.parametrize("backend", ["hf", pytest.param("vllm", marks=vllm)])
+def test_prefill_text_is_prefix_plus_completion(micro_assets, prompts, backend):
+    _, _, model = micro_assets
+    req = _prefilled(prompts)
+    out = _generate(backend, model, req, n=2, temperature=1.0, seed=3).join(
+        req.select("prompt_id", "prefix"), on="prompt_id")
+    assert dict(out.drop("prefix").schema) == OUTPUT_SCHEMA
+    with_prefix = out.filter(pl.col("prefix").is_not_null())
+    assert with_prefix.height and (with_prefix["text"].str.starts_with(" 12+3=15.")).all()
+    assert (out["n_tokens"] <= 12).all()  # generated tokens only, the prefix not counted
+    if backend == "vllm":  # seeded per request: a request without a prefix samples as if no prefix column existed
+        plain = _generate(backend, model, prompts, n=2, temperature=1.0, seed=3)
+        no_prefix = out.filter(pl.col("prefix").is_null()).drop("prefix").sort("prompt_id", "sample_idx")
+        assert no_prefix.equals(plain.join(no_prefix.select("prompt_id").unique(), on="prompt_id")
+                                .sort("prompt_id", "sample_idx"))

@@ -178,3 +178,99 @@ def test_balance_score_and_hard_prompts():
     assert balance_score(TABLE, 5.0, n_star=2) == 0.0
     assert hard_prompts(TABLE) == ["p2"]
     assert hard_prompts(TABLE, cutoff=0.8) == ["p1", "p2", "p3"]
+
+
+# ---------------------------------------------------------------- the hard tail by origin (hint pass)
+def _synth(seed: int, n_prompts: int = 30, k: int = 4) -> pl.DataFrame:
+    """A seeded random scored table with duplicates, truncations and rewards."""
+    rng = np.random.default_rng(seed)
+    n = n_prompts * k
+    correct = rng.random(n) < np.repeat(rng.random(n_prompts), k)
+    text = [f" {a}+{b}={a + b}. Answer: {a + b}" for a, b in zip(rng.integers(0, 3, n), rng.integers(0, 3, n))]
+    reward = np.round(rng.uniform(-1, 1, n), 3)  # the draws in this order: the fixture below depends on it
+    return pl.DataFrame({
+        "prompt_id": np.repeat([f"p{i:03d}" for i in range(n_prompts)], k),
+        "sample_idx": np.tile(np.arange(k), n_prompts).astype(np.int32), "text": text,
+        "n_tokens": rng.integers(5, 30, n).astype(np.int32),
+        "finish_reason": np.where(rng.random(n) < 0.1, "length", "stop"),
+        "correct": correct, "reward": reward, "score": correct + 0.2 * reward})
+
+
+# iteration_metrics of `_synth(8)` against the baseline `_synth(7)`, computed by the code before the hint pass
+# existed (commit 19d134b): the hint pass must leave every key and value of a hints-off table as it was
+SYNTH_METRICS = {
+    "balance_score": 0.25, "best_of_k": 0.466667, "correct_hist_0": 0.233333, "correct_hist_1": 0.133333,
+    "correct_hist_2": 0.133333, "correct_hist_3": 0.166667, "correct_hist_4": 0.333333, "coverage": 0.766667,
+    "distinct_correct_ratio": 0.895522, "distinct_correct_ratio_eq": 0.895522, "gen_ver_gap": -0.091667,
+    "hard_prompts_solved": 1.0, "length_drift": -0.044286, "mean_tokens": 16.725, "n_prompts": 30,
+    "n_samples": 120, "n_selected": 23, "pass@1": 0.558333, "pass@4": 0.766667, "pass@4-S2": 0.633333,
+    "pass@4-S4": 0.333333, "query_uniformity": 1.0, "repetition_rate": 0.0, "reward@4-S2": 0.633333,
+    "reward@4-S4": 0.333333, "truncation_drift": 0.041667, "truncation_rate": 0.1}
+
+
+def _compute(scored, baseline):
+    from tasks.config.loading import recipe_from_dict
+    from tasks.stages.check import compute_metrics
+
+    selected = (_synth(8).filter(pl.col("score") > 0.5).group_by("prompt_id", maintain_order=True).head(1)
+                .select("prompt_id", "sample_idx"))
+    recipe = recipe_from_dict({"generate": {"k": 4}, "calibrate": {"n_star": 8}})
+    return compute_metrics(scored, selected, baseline, {"temperature": 0.8, "threshold": 0.5}, recipe)
+
+
+def test_keys_and_values_unchanged_without_hints():
+    assert _compute(_synth(8), _synth(7)) == SYNTH_METRICS | {"temperature": 0.8, "threshold": 0.5}
+
+
+def test_with_hints_the_old_keys_run_over_the_first_pass():
+    """Hinted rows (origin column present) change no exploration key; the tail keys come on top."""
+    def hinted(df):
+        extra = df.filter(pl.col("sample_idx") < 2).with_columns(
+            sample_idx=pl.col("sample_idx") + 1000, correct=pl.lit(True), score=pl.lit(1.5), origin=pl.lit("hinted"))
+        return pl.concat([df.with_columns(origin=pl.lit("self")), extra], how="diagonal_relaxed")
+
+    m = _compute(hinted(_synth(8)), hinted(_synth(7)))
+    assert {k: m[k] for k in SYNTH_METRICS} == SYNTH_METRICS
+    assert m["n_samples_hinted"] == 60 and m["hint_prompts"] == 30 and m["hint_rescued"] == 1.0
+    assert not {k for k in m if k not in SYNTH_METRICS} - {"temperature", "threshold"} - TAIL_KEYS
+
+
+TAIL_KEYS = {*(f"{key}_{o}" for key in ("n_samples", "selected", "hard_prompts_solved", "hard_prompts_selected")
+               for o in ("self", "rationalized", "hinted")), "hard_prompts_solved_any", "hint_prompts", "hint_rescued"}
+
+
+def test_tail_by_origin_hand_computed():
+    from tasks.metrics.bstar import tail_by_origin
+
+    rows = {"p1": [("self", True), ("self", False)],
+            "p2": [("self", False), ("self", False), ("hinted", True), ("hinted", False)],
+            "p3": [("self", False), ("self", False), ("rationalized", False), ("rationalized", False)],
+            "p4": [("self", False), ("self", False), ("rationalized", True), ("rationalized", True)],
+            "p5": [("self", False), ("self", False), ("hinted", False), ("hinted", False)],
+            "p6": [("self", False), ("self", True)]}
+    table = pl.DataFrame([(p, o, c) for p, rs in rows.items() for o, c in rs],
+                         schema={"prompt_id": pl.String, "origin": pl.String, "correct": pl.Boolean}, orient="row")
+    selected = pl.DataFrame({"prompt_id": ["p1", "p2", "p4", "p6", "p3"],
+                             "origin": ["self", "hinted", "rationalized", "self", "reference"]})
+    difficulty = pl.DataFrame({"prompt_id": [f"p{i}" for i in range(1, 8)], "difficulty": [2, 2, 3, 3, 4, 4, 4]})
+    m = tail_by_origin(table, selected, hard_prompt_ids=["p2", "p3", "p4", "p5", "p6", "elsewhere"],
+                       difficulty=difficulty)
+    assert m == {
+        "n_samples_self": 12, "n_samples_rationalized": 4, "n_samples_hinted": 4,
+        "selected_self": 2, "selected_rationalized": 1, "selected_hinted": 1, "selected_reference": 1,
+        # five of the hard prompts are in this pool: p2 (hinted), p4 (rationalized) and p6 (self) are solved
+        "hard_prompts_solved_self": 0.2, "hard_prompts_solved_rationalized": 0.2, "hard_prompts_solved_hinted": 0.2,
+        "hard_prompts_solved_any": 0.6,
+        "hard_prompts_selected_self": 0.2, "hard_prompts_selected_rationalized": 0.2,
+        "hard_prompts_selected_hinted": 0.2, "hard_prompts_selected_reference": 0.2,
+        "hint_prompts": 4, "hint_rescued": 0.5,  # p2 and p4 of p2-p5
+        "solved_d2_self": 0.5, "solved_d2_rationalized": 0.0, "solved_d2_hinted": 0.5, "solved_d2_any": 1.0,
+        "solved_d3_self": 0.0, "solved_d3_rationalized": 0.5, "solved_d3_hinted": 0.0, "solved_d3_any": 0.5,
+        "solved_d4_self": 0.5, "solved_d4_rationalized": 0.0, "solved_d4_hinted": 0.0, "solved_d4_any": 0.5,
+    }
+
+
+def test_hard_prompts_count_first_pass_samples_only():
+    table = pl.DataFrame({"prompt_id": ["a", "a", "a", "b"], "correct": [False, False, True, True],
+                          "origin": ["self", "self", "hinted", "self"]})
+    assert hard_prompts(table) == ["a"]

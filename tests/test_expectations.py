@@ -247,3 +247,16 @@ def test_pairs_suite_blocks_equal_empty_and_low_margin_pairs(clean):
     has(run({"pairs": leaked}, None, test_ids), "pairs:", "held-out test prompts")
     has(run({"pairs": good.clear()}, None, test_ids), "pairs:", "n_rows 0 < min_selected 1")
     has(run({"pairs": good.clear()}, None, test_ids, min_selected=0), "pairs:", "n_rows 0 < min_selected 1")
+
+
+def test_the_origin_expectation_comes_only_with_the_column():
+    from tasks.metrics.expectation_suites import row_batch
+
+    tables, _, _ = clean_tables()
+    scored = tables["scored"]
+    names = lambda b: [type(e).__name__ + ":" + str(getattr(e, "column", "")) for e in b.expectations]  # noqa: E731
+    plain = row_batch(scored, SCORED, CheckConfig(), set(SCORED.columns))
+    assert not any("origin" in n for n in names(plain)) and "origin" not in plain.frame.columns
+    marked = scored.with_columns(origin=pl.lit("hinted"))
+    batch = row_batch(marked, SCORED, CheckConfig(), set(SCORED.columns))
+    assert "ExpectColumnValuesToBeInSet:origin" in names(batch) and "origin" in batch.frame.columns

@@ -278,3 +278,29 @@ def test_resweep_refused_in_a_workspace_whose_dvc_yaml_predates_it(tmp_path):
     with pytest.raises(ConfigError) as exc:  # refused before the remote or the engine is looked at
         preflight(recipe(calibrate__enabled=True, calibrate__threshold_from="full"), ws)
     refused(exc, "calibrate.threshold_from", "flywheel init")
+
+
+@pytest.mark.parametrize("sections, needles", [
+    ({"hints": {"enabled": True}, "verifier__type": "majority_vote"}, ("hints.enabled", "majority_vote")),
+    ({"hints": {"enabled": True}, "select__mode": "pairs", "train__objective": "dpo"}, ("hints.enabled", "pairs")),
+])
+def test_the_hint_pass_needs_gold_and_sft_examples(sections, needles):
+    with pytest.raises(ConfigError) as exc:
+        check_recipe(recipe(**sections))
+    refused(exc, *needles)
+
+
+def test_a_partial_hint_in_the_arith_grammar_needs_arith_prompts(tmp_path):
+    data = write_jsonl(tmp_path / "p.jsonl", [{"text": f"What is {i}+1?", "answer": str(i + 1)} for i in range(40)])
+    source = {"type": "file", "path": str(data), "splits": {"test": 0.2, "probe": 4, "seed": 0.4}}
+    with pytest.raises(ConfigError) as exc:
+        check_recipe(recipe(prompts__source=source, pool__difficulty_schedule=None,
+                            hints={"enabled": True, "kinds": ["partial"]}))
+    refused(exc, "hints.kinds", "arith")
+    check_recipe(recipe(prompts__source=source, pool__difficulty_schedule=None,
+                        hints={"enabled": True, "kinds": ["partial", "answer"]}))  # answer covers the rest
+
+
+def test_hints_off_or_on_the_default_sources_pass():
+    check_recipe(recipe(hints={"enabled": True}))
+    check_recipe(recipe(hints={"enabled": False, "kinds": ["socratic"], "socratic": {"template": "{question} ?"}}))

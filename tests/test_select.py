@@ -275,3 +275,29 @@ def test_an_older_workspace_gets_no_undeclared_files(tmp_path):
     _select(L, r, "0001")
     assert L.selected("0001").is_file()
     assert not L.threshold("0001").exists() and not L.calibration_full("0001").exists()
+
+
+def test_hinted_samples_train_without_the_hint():
+    """STaR: a sample found with a hint is trained on the plain question; its origin is kept."""
+    hint = "(The answer is 40.)"
+    df = scored([("p1", 0, " 23+17=41. Answer: 41", 0.0), ("p1", 1000, " 23+17=40. Answer: 40", 1.0),
+                 ("p2", 1001, " 5-2=3. Answer: 3", 1.1)]).with_columns(
+        origin=pl.Series(["self", "rationalized", "hinted"]), hint=pl.Series([None, hint, " 5-2=3."]))
+    out = select_table(df, PROMPTS, SelectConfig(), threshold=0.5).sort("prompt_id")
+    users = [m[0]["content"] for m in out["messages"].to_list()]
+    assert users == PROMPTS["text"].to_list()
+    assert not any(hint in u for u in users)
+    assert out["origin"].to_list() == ["rationalized", "hinted"]
+    assert out["messages"].to_list()[1][1]["content"] == " 5-2=3. Answer: 3"  # the prefilled steps stay in the answer
+
+
+def test_on_equal_scores_the_first_pass_sample_wins():
+    df = scored([("p1", 1000, " 23+17=40. Answer: 40 ", 1.0), ("p1", 3, " 23+17=40. Answer: 40", 1.0)]).with_columns(
+        origin=pl.Series(["hinted", "self"]))
+    out = select_table(df, PROMPTS, SelectConfig(), threshold=0.5)
+    assert out["origin"].to_list() == ["self"] and out["sample_idx"].to_list() == [3]
+
+
+def test_origin_defaults_to_self_without_the_column():
+    out = select_table(scored([("p1", 0, "x", 1.0)]), PROMPTS, SelectConfig(), threshold=0.5)
+    assert out["origin"].to_list() == ["self"]

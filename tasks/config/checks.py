@@ -113,6 +113,7 @@ def check_recipe(recipe: Recipe) -> None:
         if most is not None and most < recipe.check.min_selected:
             raise _budget_error(recipe, most, f"pool.prompts_per_iteration {recipe.pool.prompts_per_iteration}")
     check_methods(recipe)
+    check_hints(recipe)
     check_reference_options(recipe)
     check_allocation(recipe)
     if recipe.check.min_text_chars > recipe.check.max_text_chars:
@@ -223,6 +224,28 @@ def check_reference_options(recipe: Recipe) -> None:
     if cal.inject_reference == "train" and recipe.select.mode == "pairs":
         raise ConfigError("is train, but select.mode pairs builds preference pairs from samples only.",
                           field="calibrate.inject_reference", fix="use inject_reference: balance or none.")
+
+
+def check_hints(recipe: Recipe) -> None:
+    """The hint pass verifies against gold, trains sft examples, and needs a hint its prompts can take."""
+    h = recipe.hints
+    if not h.enabled:
+        return
+    if recipe.verifier.type in ("majority_vote", "none"):
+        raise ConfigError(f"is on, but verifier.type {recipe.verifier.type} has no gold to tell which prompts the "
+                          "first pass left unsolved (and hinted samples would sway the vote).", field="hints.enabled",
+                          fix="use a gold verifier, or set hints.enabled: false.")
+    if recipe.select.mode == "pairs":
+        raise ConfigError("is on, but select.mode pairs builds preference pairs that do not carry the sample's "
+                          "origin.", field="hints.enabled", fix="use select.mode: sft, or set hints.enabled: false.")
+    src = recipe.prompts.source
+    if h.kinds == ["partial"] and h.partial.source == "arith" and not isinstance(src, ArithSource):
+        raise ConfigError("is [partial] with hints.partial.source arith, which rebuilds solutions in the arith "
+                          "generator's grammar only, but the prompts come from another source.", field="hints.kinds",
+                          fix="add answer or socratic to hints.kinds, or set hints.partial.source: target.")
+    if h.kinds == ["answer"] and isinstance(src, FileSource) and not src.answer_column:
+        raise ConfigError("is [answer], but the prompts file has no answer_column, so no prompt has a gold answer "
+                          "to hint with.", field="hints.kinds", fix="add partial or socratic to hints.kinds.")
 
 
 def check_judge_only(recipe: Recipe) -> None:

@@ -271,6 +271,70 @@ def _balance(groups: pl.DataFrame, threshold: float, n_star: int, n_prompts: int
 
 
 def hard_prompts(scored_iteration0: pl.DataFrame, cutoff: float = 0.25) -> list[str]:
-    """Prompt ids whose iteration-0 pass@1 (c/n) is below `cutoff`, sorted (tail-narrowing probe)."""
-    per = scored_iteration0.group_by("prompt_id").agg(p=pl.col("correct").cast(pl.Float64).mean())
+    """Prompt ids whose iteration-0 pass@1 (c/n) is below `cutoff`, sorted (tail-narrowing probe); over
+    the first pass's samples, never hinted ones."""
+    per = self_rows(scored_iteration0).group_by("prompt_id").agg(p=pl.col("correct").cast(pl.Float64).mean())
     return sorted(per.filter(pl.col("p") < cutoff)["prompt_id"].to_list())
+
+
+# ---------------------------------------------------------------- the hard tail by origin (hint pass)
+TAIL_ORIGINS = ("self", "rationalized", "hinted")  # origins of samples; `reference` appears in selected only
+
+
+def self_rows(scored: pl.DataFrame) -> pl.DataFrame:
+    """The first pass's samples: every row of a table without an origin column (hint pass off). The
+    exploration metrics describe what the policy finds on its own, so they run over these."""
+    return scored.filter(pl.col("origin") == "self") if "origin" in scored.columns else scored
+
+
+def tail_by_origin(scored: pl.DataFrame, selected: pl.DataFrame | None, *, hard_prompt_ids: list[str],
+                   difficulty: pl.DataFrame | None = None) -> dict[str, float | int]:
+    """Who solves the hard tail when the hint pass is on (emitted only then; the keys are fixed per origin).
+
+    Per origin o: n_samples_o, selected_o (selected rows), hard_prompts_solved_o (share of the pool's hard
+    prompts, `hard_prompt_ids` present in `scored`, with a correct sample of origin o; omitted when none is
+    in the pool) and hard_prompts_selected_o (with a selected example of origin o); hard_prompts_solved_any.
+    hint_prompts: prompts sampled with a hint; hint_rescued: share of them with a correct hinted sample.
+    solved_d{d}_o and solved_d{d}_any: share of the pool's prompts of difficulty d (`difficulty`:
+    prompt_id, difficulty) with a correct sample of origin o, so the tail shows where `hard_prompts`
+    (defined by the first iteration's pool) does not reach."""
+    s = scored.select("prompt_id", pl.col("correct").fill_null(False),
+                      pl.col("origin") if "origin" in scored.columns else pl.lit("self").alias("origin"))
+    sel = (selected.select("prompt_id", "origin") if selected is not None and "origin" in selected.columns
+           else pl.DataFrame(schema={"prompt_id": pl.String, "origin": pl.String}))
+    sel_origins = [*TAIL_ORIGINS, *(["reference"] if (sel["origin"] == "reference").any() else [])]
+    per = s.group_by("prompt_id").agg(
+        *[(pl.col("correct") & (pl.col("origin") == o)).any().alias(f"solved_{o}") for o in TAIL_ORIGINS],
+        solved_any=pl.col("correct").any(), hinted=(pl.col("origin") != "self").any(),
+        rescued=(pl.col("correct") & (pl.col("origin") != "self")).any())
+    chosen = sel.group_by("prompt_id").agg(*[(pl.col("origin") == o).any().alias(f"selected_{o}")
+                                             for o in sel_origins])
+    per = per.join(chosen, on="prompt_id", how="left").with_columns(
+        pl.col(f"selected_{o}").fill_null(False) for o in sel_origins)
+    counts = s["origin"].value_counts()
+    n_of = dict(zip(counts["origin"].to_list(), counts["count"].to_list()))
+    sel_counts = sel["origin"].value_counts()
+    sel_of = dict(zip(sel_counts["origin"].to_list(), sel_counts["count"].to_list()))
+    out: dict[str, float | int] = {}
+    for o in TAIL_ORIGINS:
+        out[f"n_samples_{o}"] = int(n_of.get(o, 0))
+    for o in sel_origins:
+        out[f"selected_{o}"] = int(sel_of.get(o, 0))
+    hard = per.filter(pl.col("prompt_id").is_in(list(hard_prompt_ids)))
+    if hard.height:
+        share = hard.select(pl.exclude("prompt_id").cast(pl.Float64).mean()).row(0, named=True)
+        out |= {f"hard_prompts_solved_{o}": share[f"solved_{o}"] for o in TAIL_ORIGINS}
+        out["hard_prompts_solved_any"] = share["solved_any"]
+        out |= {f"hard_prompts_selected_{o}": share[f"selected_{o}"] for o in sel_origins}
+    hinted = per.filter(pl.col("hinted"))
+    out["hint_prompts"] = hinted.height
+    out["hint_rescued"] = _mean(hinted["rescued"].to_numpy())
+    if difficulty is not None:
+        cols = [*(f"solved_{o}" for o in TAIL_ORIGINS), "solved_any"]
+        by_d = (per.join(difficulty.select("prompt_id", "difficulty"), on="prompt_id", how="inner")
+                .filter(pl.col("difficulty").is_not_null())
+                .group_by("difficulty").agg(pl.col(cols).cast(pl.Float64).mean()).sort("difficulty"))
+        for row in by_d.iter_rows(named=True):  # one row per difficulty level, a handful
+            d = int(row["difficulty"])
+            out |= {f"solved_d{d}_{c.removeprefix('solved_')}": row[c] for c in cols}
+    return {key: v if isinstance(v, int) else round(float(v), 6) for key, v in out.items()}

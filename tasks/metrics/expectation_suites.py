@@ -26,7 +26,7 @@ import pandas as pd
 import polars as pl
 
 from tasks.config.recipe import CheckConfig
-from tasks.data.schema import PAIRS, PROMPTS, SAMPLES, SCORED, SELECTED, SPLITS, Table
+from tasks.data.schema import ORIGINS, PAIRS, PROMPTS, SAMPLES, SCORED, SELECTED, SPLITS, Table
 
 GATED_TABLES: dict[str, Table] = {t.name: t for t in (PROMPTS, SAMPLES, SCORED, SELECTED, PAIRS)}
 
@@ -110,6 +110,10 @@ def row_batch(df: pl.DataFrame, table: Table, cfg: CheckConfig, ok: set[str]) ->
     if table in (SAMPLES, SCORED) and "text" in cols:
         exps.append(gxe.ExpectColumnValueLengthsToBeBetween(
             column="text", min_value=cfg.min_text_chars, max_value=cfg.max_text_chars))
+    if "origin" in table.optional and "origin" in df.columns:  # the hint pass is on (absent: the suite as before)
+        cols = [*cols, "origin"]
+        exps += [gxe.ExpectColumnValuesToNotBeNull(column="origin"),
+                 gxe.ExpectColumnValuesToBeInSet(column="origin", value_set=list(ORIGINS))]
     frame = df.select(cols).to_pandas() if cols else pd.DataFrame(index=range(df.height))
     return Batch(f"{table.name}.rows", frame, exps, "rows")
 

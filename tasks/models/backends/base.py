@@ -11,6 +11,8 @@ import polars as pl
 
 log = logging.getLogger(__name__)
 
+# `text` is the request's `prefix` (when the prompts frame has one) followed by the completion;
+# `n_tokens` counts generated tokens only, never the prefix.
 OUTPUT_SCHEMA = {"prompt_id": pl.String, "sample_idx": pl.Int32, "text": pl.String, "n_tokens": pl.Int32,
                  "finish_reason": pl.String, "seed": pl.Int64}
 
@@ -39,10 +41,18 @@ class GenerationBackend(Protocol):
     name: str
 
     def generate(self, prompts: pl.DataFrame, spec: SamplingSpec, desc: str = "generate") -> pl.DataFrame:
-        """`prompts` has prompt_id and text; returns OUTPUT_SCHEMA rows, n per prompt."""
+        """`prompts` has prompt_id and text, optionally prefix (the start of the assistant turn, which the
+        model continues; null or absent: none); returns OUTPUT_SCHEMA rows, n per prompt."""
         ...
 
     def close(self) -> None: ...
+
+
+def prefixes(prompts: pl.DataFrame) -> list[str]:
+    """Each request's assistant-turn prefix ("" where there is none)."""
+    if "prefix" not in prompts.columns:
+        return [""] * prompts.height
+    return prompts["prefix"].fill_null("").to_list()
 
 
 def prepare_vllm_env() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from tasks.models.backends.base import OUTPUT_SCHEMA, SamplingSpec
+from tasks.models.backends.base import OUTPUT_SCHEMA, SamplingSpec, prefixes
 from tasks.models.loading import load_causal_lm, load_tokenizer, render_prompts
 from tasks.progress import progress_bar
 from tasks.seeds import derive_seed
@@ -18,11 +18,15 @@ class HFBackend:
         self.model = load_causal_lm(model_ref).eval()
         self.batch_size = batch_size
 
-    def _batch(self, texts: list[str], spec: SamplingSpec, seed: int) -> tuple[list[str], list[int], list[str]]:
+    def _batch(self, texts: list[str], spec: SamplingSpec, seed: int,
+               prefix: list[str] | None = None) -> tuple[list[str], list[int], list[str]]:
         import torch
 
         tok = self.tokenizer
-        enc = tok(render_prompts(tok, texts), return_tensors="pt", padding=True,
+        rendered = render_prompts(tok, texts)
+        if prefix:  # prefill: the model continues the assistant turn from the prefix
+            rendered = [r + p for r, p in zip(rendered, prefix)]
+        enc = tok(rendered, return_tensors="pt", padding=True,
                   add_special_tokens=False).to(self.model.device)
         torch.manual_seed(seed)
         sample = spec.temperature > 0
@@ -39,6 +43,8 @@ class HFBackend:
         # tokens up to and including the first EOS; everything after it is padding
         n_tok = torch.where(has_eos, is_eos.int().argmax(dim=1) + 1, torch.full_like(has_eos, new.shape[1], dtype=torch.long))
         texts_out = tok.batch_decode(new, skip_special_tokens=True)
+        if prefix:
+            texts_out = [p + t for p, t in zip((p for p in prefix for _ in range(spec.n)), texts_out)]
         reasons = ["stop" if e else "length" for e in has_eos.tolist()]
         return texts_out, n_tok.tolist(), reasons
 
@@ -47,12 +53,14 @@ class HFBackend:
             return self._per_n(prompts, spec, desc)
         prompts = prompts.sort("prompt_id")
         ids, texts = prompts["prompt_id"].to_list(), prompts["text"].to_list()
+        pre = prefixes(prompts) if "prefix" in prompts.columns else None
         cols: dict[str, list] = {k: [] for k in OUTPUT_SCHEMA}
         with progress_bar(desc, total=len(ids) * spec.n) as advance:
             for b, start in enumerate(range(0, len(ids), self.batch_size)):
                 chunk_ids = ids[start:start + self.batch_size]
                 seed = derive_seed(spec.seed, "hf-batch", desc, spec.first_batch + b)
-                out_text, n_tok, reasons = self._batch(texts[start:start + self.batch_size], spec, seed)
+                out_text, n_tok, reasons = self._batch(texts[start:start + self.batch_size], spec, seed,
+                                                       pre[start:start + self.batch_size] if pre else None)
                 cols["prompt_id"] += [p for p in chunk_ids for _ in range(spec.n)]
                 cols["sample_idx"] += list(range(spec.n)) * len(chunk_ids)
                 cols["text"] += out_text

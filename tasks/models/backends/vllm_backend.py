@@ -12,7 +12,7 @@ import os
 import polars as pl
 
 from tasks.config.recipe import VLLMConfig
-from tasks.models.backends.base import OUTPUT_SCHEMA, SamplingSpec, prepare_vllm_env
+from tasks.models.backends.base import OUTPUT_SCHEMA, SamplingSpec, prefixes, prepare_vllm_env
 from tasks.models.loading import render_prompts, resolve_model_ref
 from tasks.seeds import derive_seed
 
@@ -70,7 +70,8 @@ class VLLMBackend:
 
         prompts = prompts.sort("prompt_id")
         ids = prompts["prompt_id"].to_list()
-        texts = render_prompts(self.tokenizer, prompts["text"].to_list())
+        pre = prefixes(prompts)  # prefill: the model continues the assistant turn from the prefix
+        texts = [r + p for r, p in zip(render_prompts(self.tokenizer, prompts["text"].to_list()), pre)]
         seeds = [derive_seed(spec.seed, "vllm", pid) for pid in ids]
         # adaptive K: the prompts' own sample counts. vLLM seeds sample j of a request by seed + j, so a
         # prompt's first samples are the same whatever its n (prefix-stable).
@@ -81,11 +82,11 @@ class VLLMBackend:
         outs = self.llm.generate(texts, params, use_tqdm=os.environ.get("FLYWHEEL_PROGRESS") == "1",
                                  lora_request=self.lora)
         cols: dict[str, list] = {k: [] for k in OUTPUT_SCHEMA}
-        for pid, seed, out in zip(ids, seeds, outs):  # one entry per prompt; vLLM keeps request order
+        for pid, seed, p, out in zip(ids, seeds, pre, outs):  # one entry per prompt; vLLM keeps request order
             for j, comp in enumerate(out.outputs):
                 cols["prompt_id"].append(pid)
                 cols["sample_idx"].append(j)
-                cols["text"].append(comp.text)
+                cols["text"].append(p + comp.text)
                 cols["n_tokens"].append(len(comp.token_ids))
                 cols["finish_reason"].append("length" if comp.finish_reason == "length" else "stop")
                 cols["seed"].append(seed)
