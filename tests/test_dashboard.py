@@ -41,3 +41,35 @@ def test_dashboard_writes_png_and_self_contained_html(tmp_path):
 def test_dashboard_on_an_empty_workspace(tmp_path):
     paths = write_dashboard([], tmp_path)
     assert paths["png"].stat().st_size > 0 and "<table>" in paths["html"].read_text()
+
+
+def test_tail_panel_points(tmp_path):
+    """One point per iteration per tail series where the hint pass ran; only hard_prompts_solved otherwise."""
+    import json
+
+    plain = _records()
+    for i, rec in enumerate(plain[1:], 1):
+        rec["metrics"]["hard_prompts_solved"] = 0.1 * i
+    paths = write_dashboard(plain, tmp_path / "plain")
+    tail = json.loads(paths["points"].read_text())["hard tail by origin"]
+    assert list(tail) == ["hard prompts solved (first pass)"]
+    assert [p for p in tail["hard prompts solved (first pass)"] if p[1] == p[1]] == [[1, 0.1], [2, 0.2]]
+
+    hinted = _records()
+    for i, rec in enumerate(hinted[1:], 1):
+        rec["metrics"] |= {"hard_prompts_solved": 0.1 * i, "hard_prompts_solved_hinted": 0.2 * i,
+                           "hard_prompts_solved_rationalized": 0.05, "hard_prompts_solved_any": 0.3 * i,
+                           "hint_rescued": 0.5, "hint_prompts": 7, "solved_d3_self": 0.4, "solved_d3_any": 0.6,
+                           "solved_d4_self": 0.1 * i, "solved_d4_any": 0.25 * i}
+    paths = write_dashboard(hinted, tmp_path / "hinted")
+    points = json.loads(paths["points"].read_text())
+    tail = points["hard tail by origin"]
+    assert set(tail) == {"hard prompts solved (first pass)", "... by a rationalized sample", "... by a hinted sample",
+                         "... by any sample", "hinted prompts rescued", "difficulty 4 solved (first pass)",
+                         "difficulty 4 solved (any)"}  # the hardest level only
+    for series in tail.values():
+        assert [x for x, y in series if y == y] == [1, 2]  # one point per iteration with metrics (NaN: the baseline)
+    assert [y for _, y in tail["difficulty 4 solved (any)"] if y == y] == [0.25, 0.5]
+    assert points["samples per prompt"] == {}  # adaptive K off: nothing to draw
+    page = paths["html"].read_text()
+    assert "<th>hint_rescued</th>" in page and "<th>hint_prompts</th>" in page

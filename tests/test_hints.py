@@ -190,3 +190,22 @@ def test_the_hint_pass_is_reproducible_and_shards_write_the_same_bytes(runs, mic
                          hints=hints(**ON), verifier=VerifierConfig(), hint_seed=99, **RUN)
     assert _md5(sharded) == _md5(unsharded)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "samples.parquet"]  # no pass files left behind
+
+
+def test_with_adaptive_k_the_pass_spends_its_reserve_and_the_allocation_says_so(micro_assets, tmp_path):
+    from tasks.config.allocation import AllocationConfig
+
+    recipe, prompts, model = micro_assets
+    budget = 16 * 3  # micro pool: 16 prompts
+    alloc = AllocationConfig(enabled=True, budget=budget, k_min=1, k_max=8)
+    on = hints(kinds=["partial", "answer"], k=2, reserve=0.25)  # 12 samples: 6 prompts at k 2
+    out = generate(model, prompts, recipe.generate, recipe.pool, out_path=tmp_path / "samples.parquet", hints=on,
+                   verifier=VerifierConfig(), hint_seed=99, allocation=alloc, allocation_out=tmp_path / "alloc.parquet",
+                   **RUN)
+    samples, plan = pl.read_parquet(out), pl.read_parquet(tmp_path / "alloc.parquet")
+    hinted = samples.filter(pl.col("origin") != "self")
+    assert hinted.height == 12 and hinted["prompt_id"].n_unique() == 6
+    assert samples.height <= budget and plan["k"].sum() == budget - 12
+    assert plan["k_hint"].sum() == 12 and plan.filter(pl.col("k_hint") > 0)["hint_kind"].null_count() == 0
+    assert set(plan.filter(pl.col("k_hint") > 0)["prompt_id"]) == set(hinted["prompt_id"])
+    assert plan["first_pass_correct"].null_count() == 0

@@ -283,6 +283,7 @@ def test_resweep_refused_in_a_workspace_whose_dvc_yaml_predates_it(tmp_path):
 @pytest.mark.parametrize("sections, needles", [
     ({"hints": {"enabled": True}, "verifier__type": "majority_vote"}, ("hints.enabled", "majority_vote")),
     ({"hints": {"enabled": True}, "select__mode": "pairs", "train__objective": "dpo"}, ("hints.enabled", "pairs")),
+    ({"hints": {"enabled": True, "reserve": 0.2}}, ("hints.reserve", "allocation.enabled")),
 ])
 def test_the_hint_pass_needs_gold_and_sft_examples(sections, needles):
     with pytest.raises(ConfigError) as exc:

@@ -21,6 +21,24 @@ CURVES = {
                                     ("balance_score", "balance score")],
     "chosen sampling": [("temperature", "temperature"), ("threshold", "reward threshold")],
 }
+# The bottom row beside the histogram: who solves the hard tail (the hint pass's origins, where it ran)
+# and how many samples prompts got (adaptive K, where it ran). A series is drawn only where its key exists.
+TAIL_TITLE = "hard tail by origin"
+TAIL = [("hard_prompts_solved", "hard prompts solved (first pass)"),
+        ("hard_prompts_solved_rationalized", "... by a rationalized sample"),
+        ("hard_prompts_solved_hinted", "... by a hinted sample"), ("hard_prompts_solved_any", "... by any sample"),
+        ("hint_rescued", "hinted prompts rescued")]
+K_PANEL = {"samples per prompt": [("k_min_used", "fewest"), ("k_mean", "mean"), ("k_max_used", "most")]}
+
+
+def tail_series(frame: pl.DataFrame) -> list[tuple[str, str]]:
+    """The tail panel's series: the hard-prompt shares, plus the hardest difficulty level of the pool
+    (solved_d{d}_self / _any), which `hard_prompts` misses when the curriculum brings it in late."""
+    levels = sorted(int(c[len("solved_d"):-len("_any")]) for c in frame.columns
+                    if c.startswith("solved_d") and c.endswith("_any") and c[len("solved_d"):-len("_any")].isdigit())
+    hardest = [(f"solved_d{levels[-1]}_self", f"difficulty {levels[-1]} solved (first pass)"),
+               (f"solved_d{levels[-1]}_any", f"difficulty {levels[-1]} solved (any)")] if levels else []
+    return TAIL + hardest
 
 
 def metrics_frame(records: list[dict]) -> pl.DataFrame:
@@ -54,9 +72,10 @@ def render_figure(frame: pl.DataFrame) -> tuple[bytes, dict]:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    fig, axes = plt.subplots(2, 3, figsize=(18, 8))
     x = frame["iteration_n"].to_list() if frame.height else []
-    for ax, (title, series) in zip(axes.flat, CURVES.items()):
+    panels = {**CURVES, TAIL_TITLE: tail_series(frame), **K_PANEL}
+    for ax, (title, series) in zip([axes.flat[i] for i in (0, 1, 2, 4, 5)], panels.items()):
         for col, label in series:
             if col in frame.columns and frame[col].drop_nulls().len():
                 ax.plot(x, frame[col].cast(pl.Float64, strict=False).to_list(), marker="o", label=label)
@@ -91,7 +110,8 @@ def render_figure(frame: pl.DataFrame) -> tuple[bytes, dict]:
 
 def render_html(frame: pl.DataFrame, png: bytes, title: str) -> str:
     cols = [c for c in ("iteration", "status", "parent", "temperature", "threshold", "pass@1", "pass@k", "coverage",
-                        "distinct_correct_ratio", "balance_score", "n_selected", "gate", "test_pass@1",
+                        "distinct_correct_ratio", "balance_score", "n_selected", "hard_prompts_solved",
+                        "hard_prompts_solved_any", "hint_prompts", "hint_rescued", "gate", "test_pass@1",
                         "test_pass@k", "promoted") if c in frame.columns]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r[c]))}</td>" for c in cols) + "</tr>"

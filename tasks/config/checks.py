@@ -114,8 +114,8 @@ def check_recipe(recipe: Recipe) -> None:
             raise _budget_error(recipe, most, f"pool.prompts_per_iteration {recipe.pool.prompts_per_iteration}")
     check_methods(recipe)
     check_hints(recipe)
-    check_reference_options(recipe)
     check_allocation(recipe)
+    check_reference_options(recipe)
     if recipe.check.min_text_chars > recipe.check.max_text_chars:
         raise ConfigError(f"{recipe.check.min_text_chars} is above check.max_text_chars "
                           f"({recipe.check.max_text_chars}), so no sample can pass the gate.",
@@ -140,6 +140,28 @@ def check_methods(recipe: Recipe) -> None:
                           "iteration 0 instead.", field="train.mode", fix="use train.mode: continue with dpo.")
     if recipe.verifier.type == "none":
         check_judge_only(recipe)
+
+
+def check_reference_options(recipe: Recipe) -> None:
+    """The B-STaR reference-code options need balancing, and injection needs reference solutions."""
+    cal = recipe.calibrate
+    if cal.threshold_from == "full" and not cal.enabled:
+        raise ConfigError("is full, but the threshold is re-swept at the temperature calibration chose, and "
+                          "calibrate.enabled is false.", field="calibrate.threshold_from",
+                          fix="set calibrate.enabled: true, or threshold_from: probe.")
+    if cal.inject_reference == "none":
+        return
+    if not isinstance(recipe.prompts.source, ArithSource):
+        raise ConfigError(f"is {cal.inject_reference}, but only the arith source has a reference solution for "
+                          "every probe and pool prompt (other sources keep solutions on seed rows only).",
+                          field="calibrate.inject_reference", fix="set calibrate.inject_reference: none.")
+    if recipe.verifier.type == "majority_vote":
+        raise ConfigError(f"is {cal.inject_reference}, but a reference solution is gold, and majority_vote "
+                          "runs without gold.", field="calibrate.inject_reference",
+                          fix="set calibrate.inject_reference: none, or use a gold verifier.")
+    if cal.inject_reference == "train" and recipe.select.mode == "pairs":
+        raise ConfigError("is train, but select.mode pairs builds preference pairs from samples only.",
+                          field="calibrate.inject_reference", fix="use inject_reference: balance or none.")
 
 
 def _pool_sizes(recipe: Recipe) -> list[int]:
@@ -194,50 +216,10 @@ def check_hints(recipe: Recipe) -> None:
     if recipe.select.mode == "pairs":
         raise ConfigError("is on, but select.mode pairs builds preference pairs that do not carry the sample's "
                           "origin.", field="hints.enabled", fix="use select.mode: sft, or set hints.enabled: false.")
-    src = recipe.prompts.source
-    if h.kinds == ["partial"] and h.partial.source == "arith" and not isinstance(src, ArithSource):
-        raise ConfigError("is [partial] with hints.partial.source arith, which rebuilds solutions in the arith "
-                          "generator's grammar only, but the prompts come from another source.", field="hints.kinds",
-                          fix="add answer or socratic to hints.kinds, or set hints.partial.source: target.")
-    if h.kinds == ["answer"] and isinstance(src, FileSource) and not src.answer_column:
-        raise ConfigError("is [answer], but the prompts file has no answer_column, so no prompt has a gold answer "
-                          "to hint with.", field="hints.kinds", fix="add partial or socratic to hints.kinds.")
-
-
-def check_reference_options(recipe: Recipe) -> None:
-    """The B-STaR reference-code options need balancing, and injection needs reference solutions."""
-    cal = recipe.calibrate
-    if cal.threshold_from == "full" and not cal.enabled:
-        raise ConfigError("is full, but the threshold is re-swept at the temperature calibration chose, and "
-                          "calibrate.enabled is false.", field="calibrate.threshold_from",
-                          fix="set calibrate.enabled: true, or threshold_from: probe.")
-    if cal.inject_reference == "none":
-        return
-    if not isinstance(recipe.prompts.source, ArithSource):
-        raise ConfigError(f"is {cal.inject_reference}, but only the arith source has a reference solution for "
-                          "every probe and pool prompt (other sources keep solutions on seed rows only).",
-                          field="calibrate.inject_reference", fix="set calibrate.inject_reference: none.")
-    if recipe.verifier.type == "majority_vote":
-        raise ConfigError(f"is {cal.inject_reference}, but a reference solution is gold, and majority_vote "
-                          "runs without gold.", field="calibrate.inject_reference",
-                          fix="set calibrate.inject_reference: none, or use a gold verifier.")
-    if cal.inject_reference == "train" and recipe.select.mode == "pairs":
-        raise ConfigError("is train, but select.mode pairs builds preference pairs from samples only.",
-                          field="calibrate.inject_reference", fix="use inject_reference: balance or none.")
-
-
-def check_hints(recipe: Recipe) -> None:
-    """The hint pass verifies against gold, trains sft examples, and needs a hint its prompts can take."""
-    h = recipe.hints
-    if not h.enabled:
-        return
-    if recipe.verifier.type in ("majority_vote", "none"):
-        raise ConfigError(f"is on, but verifier.type {recipe.verifier.type} has no gold to tell which prompts the "
-                          "first pass left unsolved (and hinted samples would sway the vote).", field="hints.enabled",
-                          fix="use a gold verifier, or set hints.enabled: false.")
-    if recipe.select.mode == "pairs":
-        raise ConfigError("is on, but select.mode pairs builds preference pairs that do not carry the sample's "
-                          "origin.", field="hints.enabled", fix="use select.mode: sft, or set hints.enabled: false.")
+    if h.reserve and not recipe.allocation.enabled:
+        raise ConfigError(f"is {h.reserve}, a share of the adaptive-K budget, but allocation.enabled is false, so "
+                          "there is no budget to keep it from.", field="hints.reserve",
+                          fix="set hints.reserve: 0 (the pass adds its samples), or allocation.enabled: true.")
     src = recipe.prompts.source
     if h.kinds == ["partial"] and h.partial.source == "arith" and not isinstance(src, ArithSource):
         raise ConfigError("is [partial] with hints.partial.source arith, which rebuilds solutions in the arith "

@@ -236,7 +236,6 @@ class CalibrateConfig(_Model):
     thresholds: list[float] = Field(default_factory=lambda: [round(-1 + i / 100, 2) for i in range(201)])
     n_star: int = Field(8, ge=1)
     k: int = Field(8, ge=1)
-
     # How the hkust-nlp/B-STaR reference code differs; defaults keep this project's choices
     # (docs/decisions.md gives the reasons).
     average_over: Literal["all", "selected"] = Field(
@@ -260,6 +259,7 @@ class CalibrateConfig(_Model):
 
 
 REFERENCE_OPTION_DEFAULTS = {"average_over": "all", "threshold_from": "probe", "inject_reference": "none"}
+
 
 class CheckConfig(_Model):
     """Data gate thresholds (Great Expectations suites); a failing gate stops the iteration before training."""

@@ -82,6 +82,10 @@ class HintsConfig(_Model):
                                               "problem of two or more steps)")
     max_prompts: int | None = Field(None, ge=1, description="most prompts hinted per iteration: the fewest "
                                                             "correct first, then by prompt_id; None: all")
+    reserve: float = Field(0.0, ge=0, lt=1, description="with adaptive K (allocation.enabled): the share of "
+                                                        "allocation.budget kept for this pass, k per prompt until "
+                                                        "it is spent; 0, or allocation off: the pass adds its "
+                                                        "samples to the first pass's")
     answer: AnswerHint = AnswerHint()
     partial: PartialHint = PartialHint()
     socratic: SocraticHint = SocraticHint()

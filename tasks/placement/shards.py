@@ -225,22 +225,25 @@ def generate_sharded(model_dir: Path, prompts_path: Path, cfg: GenerateConfig, p
     allocation (adaptive K) is planned here and travels to the workers as the prompts' `n` column."""
     from tasks.models.backends.base import resolve_backend_name
     from tasks.seeds import derive_seed
-    from tasks.stages.generate import allocate, hint_desc, hint_requests, planned_pool, pool_prompts, with_hint_pass
+    from tasks.sampling.allocation import record_hint_pass
+    from tasks.stages.generate import (allocate, hint_desc, hint_requests, hint_reserve, planned_pool, pool_prompts,
+                                       with_hint_pass)
 
     prompts = pl.read_parquet(prompts_path)
     chosen = pool_prompts(prompts, pool, round_index, seed)
     out_path = Path(out_path)
     cfg = cfg.model_copy(update={"backend": resolve_backend_name(cfg.backend)})  # every worker alike
+    reserve = hint_reserve(hints, allocation, chosen.height, cfg.k)
     allocation_plan = allocate(chosen, prompts, allocation, k=cfg.k, cap=cap, iteration=iteration, seed=seed,
-                               history_path=history_path)
+                               history_path=history_path, reserve=reserve)
     chosen = planned_pool(chosen, allocation_plan, allocation)
     if "n" in chosen.columns and cfg.backend == "hf":  # HF shards are cut along uniform batches
         raise ConfigError("is on, but sharded generation on the HF backend cannot take per-prompt sample counts.",
                           field="allocation.enabled", fix="use generate.backend: vllm, or scale.runner: local.")
-    if allocation_out is not None:
-        write_table(allocation_plan, allocation_out, ALLOCATION)
     common = dict(cfg=cfg, scale=scale, iteration=iteration, temperature=temperature, runner=runner)
     if hints is None or not hints.enabled:
+        if allocation_out is not None:
+            write_table(allocation_plan, allocation_out, ALLOCATION)
         return _generate_shards(model_dir, chosen, k=cfg.k, seed=seed, desc=f"generate {iteration}",
                                 pass_name="main", out_path=out_path, **common)
     first_path = out_path.with_name(f".{out_path.name}.first")
@@ -248,11 +251,13 @@ def generate_sharded(model_dir: Path, prompts_path: Path, cfg: GenerateConfig, p
     try:
         first = pl.read_parquet(_generate_shards(model_dir, chosen, k=cfg.k, seed=seed, desc=f"generate {iteration}",
                                                  pass_name="main", out_path=first_path, **common))
-        targets = hint_requests(first, chosen, hints, verifier or VerifierConfig())
+        verified, targets = hint_requests(first, chosen, hints, verifier or VerifierConfig(), reserve or None)
         hint_seed = derive_seed(seed, iteration, "generate-hint") if hint_seed is None else hint_seed
         hinted = pl.read_parquet(_generate_shards(
             model_dir, targets, k=hints.k, seed=hint_seed, desc=hint_desc(iteration), pass_name="hint",
             out_path=hint_path, **common)) if targets.height else None
+        if allocation_out is not None:
+            write_table(record_hint_pass(allocation_plan, verified, targets, hints.k), allocation_out, ALLOCATION)
         return write_table(with_hint_pass(first, hinted, targets), out_path, SAMPLES)
     finally:
         first_path.unlink(missing_ok=True)

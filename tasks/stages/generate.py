@@ -11,7 +11,7 @@ from tasks.config.allocation import AllocationConfig
 from tasks.data.schema import ALLOCATION, SAMPLES, write_table
 from tasks.models.backends import SamplingSpec, make_backend
 from tasks.models.loading import model_fingerprint
-from tasks.sampling.allocation import history_counts, plan_allocation, with_n
+from tasks.sampling.allocation import budget_of, history_counts, plan_allocation, record_hint_pass, with_n
 from tasks.sampling.hints import hint_targets, mark_hinted, mark_self
 from tasks.seeds import derive_seed
 
@@ -49,14 +49,24 @@ def sample_prompts(model_dir: Path, prompts: pl.DataFrame, cfg: GenerateConfig, 
                             model_hash=pl.lit(model_fingerprint(model_dir)), pass_name=pl.lit(pass_name))
 
 
-def hint_requests(first_pass: pl.DataFrame, chosen: pl.DataFrame, hints: HintsConfig,
-                  verifier: VerifierConfig) -> pl.DataFrame:
-    """The hint pass's requests: the first pass verified by the recipe's verifier (no reward model; the
-    score stage judges every sample again), then the prompts below hints.min_correct, hinted."""
+def hint_requests(first_pass: pl.DataFrame, chosen: pl.DataFrame, hints: HintsConfig, verifier: VerifierConfig,
+                  max_samples: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The first pass verified by the recipe's verifier (prompt_id, correct; no reward model: the score
+    stage judges every sample again), and the hint pass's requests: the prompts below hints.min_correct,
+    hinted, within `max_samples` (the reserve under adaptive K)."""
     from tasks.verify.verifiers import make_verifier
 
     verified = make_verifier(verifier.type, verifier).verify(first_pass, chosen.select("prompt_id", "text", "answer"))
-    return hint_targets(verified.select("prompt_id", "correct"), chosen, hints)
+    verified = verified.select("prompt_id", "correct")
+    return verified, hint_targets(verified, chosen, hints, max_samples=max_samples)
+
+
+def hint_reserve(hints: HintsConfig | None, allocation: AllocationConfig | None, n_prompts: int, k: int) -> int:
+    """Samples kept for the hint pass: with adaptive K, round(hints.reserve x budget) off the first pass;
+    else 0, and the pass adds its samples to the first pass's."""
+    if hints is None or not hints.enabled or allocation is None or not allocation.enabled:
+        return 0
+    return round(hints.reserve * budget_of(allocation, n_prompts, k))
 
 
 def with_hint_pass(first_pass: pl.DataFrame, hinted: pl.DataFrame | None, targets: pl.DataFrame) -> pl.DataFrame:
@@ -105,12 +115,13 @@ def generate(model_dir: Path, prompts_path: Path, cfg: GenerateConfig, pool: Poo
     (None: not written) records each prompt's first-pass sample count and why (adaptive K)."""
     prompts = pl.read_parquet(prompts_path)
     chosen = pool_prompts(prompts, pool, round_index, seed)
+    reserve = hint_reserve(hints, allocation, chosen.height, cfg.k)
     plan = allocate(chosen, prompts, allocation, k=cfg.k, cap=cap, iteration=iteration, seed=seed,
-                    history_path=history_path)
+                    history_path=history_path, reserve=reserve)
     chosen = planned_pool(chosen, plan, allocation)
-    if allocation_out is not None:
-        write_table(plan, allocation_out, ALLOCATION)
     if hints is None or not hints.enabled:
+        if allocation_out is not None:
+            write_table(plan, allocation_out, ALLOCATION)
         samples = sample_prompts(model_dir, chosen, cfg, temperature=temperature, k=cfg.k, seed=seed,
                                  iteration=iteration, desc=f"generate {iteration}")
         return write_table(samples, out_path, SAMPLES)
@@ -118,11 +129,13 @@ def generate(model_dir: Path, prompts_path: Path, cfg: GenerateConfig, pool: Poo
     try:
         first = sample_prompts(model_dir, chosen, cfg, temperature=temperature, k=cfg.k, seed=seed,
                                iteration=iteration, desc=f"generate {iteration}", backend=backend)
-        targets = hint_requests(first, chosen, hints, verifier or VerifierConfig())
+        verified, targets = hint_requests(first, chosen, hints, verifier or VerifierConfig(), reserve or None)
         hint_seed = derive_seed(seed, iteration, "generate-hint") if hint_seed is None else hint_seed
         hinted = sample_prompts(model_dir, targets, cfg, temperature=temperature, k=hints.k, seed=hint_seed,
                                 iteration=iteration, desc=hint_desc(iteration), pass_name="hint",
                                 backend=backend) if targets.height else None
     finally:
         backend.close()
+    if allocation_out is not None:  # the allocation rows say which prompts the pass took, and why
+        write_table(record_hint_pass(plan, verified, targets, hints.k), allocation_out, ALLOCATION)
     return write_table(with_hint_pass(first, hinted, targets), out_path, SAMPLES)
