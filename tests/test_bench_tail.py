@@ -60,6 +60,26 @@ def test_star_and_bstar_arms_report_and_resume(micro_config, tmp_path):
     assert json.loads((out / "tail.json").read_text())["seeds"] == data["seeds"]
 
 
+@pytest.mark.slow
+def test_full_arm_spends_the_same_budget(micro_config, tmp_path):
+    from bench import tail_comparison as tail
+
+    try:
+        tail.arm_recipe(MICRO_RECIPE, "full", {}, False)
+    except SystemExit as exc:
+        pytest.skip(f"the full arm cannot run with this code: {exc}")
+    out = tmp_path / "tail"
+    # 16 pool prompts x K 2 = 32 samples; k_min 1 leaves room for the hint pass's reserve
+    proc = _bench(micro_config, out, "full", "--set", "allocation.k_min=1")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads((out / "tail.json").read_text())
+    assert data["budget_problems"] == []
+    it1 = data["seeds"]["0"]["full"][1]
+    assert it1["pool_samples"] <= it1["pool_prompts"] * MICRO_RECIPE["generate"]["k"]
+    assert "generate" in it1["stages_s"]
+    assert any(k.startswith("n_samples_") for k in it1["tail"])  # the tail by origin is reported
+
+
 def test_arm_recipes_and_a_missing_section_refused(monkeypatch):
     from bench import tail_comparison as tail
 
