@@ -260,3 +260,12 @@ def test_the_origin_expectation_comes_only_with_the_column():
     marked = scored.with_columns(origin=pl.lit("hinted"))
     batch = row_batch(marked, SCORED, CheckConfig(), set(SCORED.columns))
     assert "ExpectColumnValuesToBeInSet:origin" in names(batch) and "origin" in batch.frame.columns
+
+
+def test_an_injected_reference_is_selected_as_sample_idx_minus_one(clean):
+    tables, metrics, test_ids = clean
+    sel = tables["selected"]
+    ref = sel.head(1).with_columns(sample_idx=pl.lit(-1, pl.Int32), origin=pl.lit("reference"))
+    assert run({**tables, "selected": pl.concat([sel, ref])}, metrics, test_ids)["passed"]
+    own = sel.head(1).with_columns(sample_idx=pl.lit(-1, pl.Int32), origin=pl.lit("hinted"))
+    has(run({**tables, "selected": pl.concat([sel, own])}, metrics, test_ids), "selected", "sample_idx")

@@ -100,7 +100,9 @@ def row_batch(df: pl.DataFrame, table: Table, cfg: CheckConfig, ok: set[str]) ->
     elif all(k in ok for k in table.key):
         exps.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(table.key)))
     finite = sys.float_info.max
-    ranges = {"sample_idx": (0, None), "chosen_idx": (0, None), "rejected_idx": (0, None),
+    # an injected reference solution (calibrate.inject_reference train) is selected as sample_idx -1
+    first_idx = -1 if table is SELECTED and "origin" in df.columns and (df["origin"] == "reference").any() else 0
+    ranges = {"sample_idx": (first_idx, None), "chosen_idx": (0, None), "rejected_idx": (0, None),
               "n_tokens": (0, None), "temperature": (0.0, None),
               "score": (-finite, finite), "reward": (-1.0, 1.0)}
     exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=lo, max_value=hi)
