@@ -115,7 +115,9 @@ def _stage_fns(shard_runner=None) -> dict[str, Callable[[Layout, Recipe, str | N
                 L.model(v.parent), L.prompts, r.generate, r.pool, iteration=it, round_index=v.round,
                 temperature=read_json(L.choice(it))["temperature"], seed=seed(r, it, "generate"),
                 out_path=L.samples(it), hints=r.hints, verifier=r.verifier,
-                hint_seed=seed(r, it, "generate-hint"), **_allocation_args(L, r, it, v)))},
+                hint_seed=seed(r, it, "generate-hint"), **_allocation_args(L, r, it, v),
+                timings=(t := {}))),  # the hint pass's own wall time and size, for the cost report
+            **t},
         "score": lambda L, r, it, v: {"judged": str(judge.judge(  # empty unless reward.source is judge
             L.model(v.parent), L.samples(it), L.prompts, r.generate, r.reward, seed=seed(r, it, "judge"),
             iteration=it, out_path=L.judged(it))), "scored": str(

@@ -76,3 +76,12 @@ def test_generate_rerun_writes_the_recorded_bytes(hinted_workspace):
     dvc(ws, "repro", "-f", "-s", "generate@0001")
     assert hashlib.md5(_it(ws, "samples.parquet").read_bytes()).hexdigest() == recorded
     assert "changed" not in dvc(ws, "status", "generate@0001")
+
+
+def test_the_cost_report_times_the_hint_pass(hinted_workspace):
+    record = json.loads((hinted_workspace / "records" / "0001.json").read_text())
+    gen = record["cost"]["stages"]["generate"]
+    samples = pl.read_parquet(_it(hinted_workspace, "samples.parquet"))
+    assert gen["hint_samples"] == samples.filter(pl.col("origin") != "self").height
+    assert gen["hint_prompts"] == samples.filter(pl.col("origin") != "self")["prompt_id"].n_unique()
+    assert 0 <= gen["hint_pass_s"] <= gen["wall_s"] and 0 <= gen["first_pass_s"] <= gen["wall_s"]

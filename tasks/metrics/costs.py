@@ -60,6 +60,8 @@ def stage_cost(layout: Layout, stage: str, it: str, result: dict | None, wall_s:
     if stage in GENERATING:
         tokens = _tokens(getattr(layout, GENERATING[stage])(it))
         entry |= {"tokens_generated": tokens, "tokens_per_s": _per_s(tokens, wall_s)}
+    if stage == "generate" and isinstance(result, dict) and "hint_pass_s" in result:  # the hint pass ran
+        entry |= {k: result[k] for k in ("first_pass_s", "hint_pass_s", "hint_prompts", "hint_samples")}
     if stage in TRAINING and isinstance(result, dict):
         tokens = result.get("tokens")
         entry |= {"train_tokens": tokens, "train_tokens_per_s": _per_s(tokens, wall_s),
@@ -73,7 +75,9 @@ def key_figure(layout: Layout, stage: str, it: str, result: dict | None) -> str:
     if stage == "prepare":
         return f"prompts {_rows(layout.prompts)}"
     if stage == "generate":
-        return f"samples {_rows(layout.samples(it))}"
+        hinted = (f", hint pass {result['hint_samples']} for {result['hint_prompts']} prompts in "
+                  f"{result['hint_pass_s']:.1f} s" if "hint_pass_s" in result else "")
+        return f"samples {_rows(layout.samples(it))}{hinted}"
     if stage == "score" and layout.scored(it).is_file():
         n, correct = pl.scan_parquet(layout.scored(it)).select(pl.len(), pl.col("correct").sum()).collect().row(0)
         return f"correct {correct or 0}/{n}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -219,15 +220,15 @@ def generate_sharded(model_dir: Path, prompts_path: Path, cfg: GenerateConfig, p
                      out_path: Path, runner: ShardRunner | None = None, hints: HintsConfig | None = None,
                      verifier: VerifierConfig | None = None, hint_seed: int | None = None,
                      allocation: AllocationConfig | None = None, history_path: Path | None = None, cap: int = 1,
-                     allocation_out: Path | None = None) -> Path:
+                     allocation_out: Path | None = None, timings: dict | None = None) -> Path:
     """`generate`'s output (tasks/stages/generate.py), computed as shards by `runner`. With hints on, the
     first pass is merged and verified here, then the hinted prompts are sharded the same way. The
     allocation (adaptive K) is planned here and travels to the workers as the prompts' `n` column."""
     from tasks.models.backends.base import resolve_backend_name
     from tasks.seeds import derive_seed
     from tasks.sampling.allocation import record_hint_pass
-    from tasks.stages.generate import (allocate, hint_desc, hint_requests, hint_reserve, planned_pool, pool_prompts,
-                                       with_hint_pass)
+    from tasks.stages.generate import (allocate, hint_desc, hint_figures, hint_requests, hint_reserve, planned_pool,
+                                       pool_prompts, with_hint_pass)
 
     prompts = pl.read_parquet(prompts_path)
     chosen = pool_prompts(prompts, pool, round_index, seed)
@@ -248,14 +249,18 @@ def generate_sharded(model_dir: Path, prompts_path: Path, cfg: GenerateConfig, p
                                 pass_name="main", out_path=out_path, **common)
     first_path = out_path.with_name(f".{out_path.name}.first")
     hint_path = out_path.with_name(f".{out_path.name}.hint")
+    started = time.perf_counter()
     try:
         first = pl.read_parquet(_generate_shards(model_dir, chosen, k=cfg.k, seed=seed, desc=f"generate {iteration}",
                                                  pass_name="main", out_path=first_path, **common))
+        first_done = time.perf_counter()
         verified, targets = hint_requests(first, chosen, hints, verifier or VerifierConfig(), reserve or None)
         hint_seed = derive_seed(seed, iteration, "generate-hint") if hint_seed is None else hint_seed
         hinted = pl.read_parquet(_generate_shards(
             model_dir, targets, k=hints.k, seed=hint_seed, desc=hint_desc(iteration), pass_name="hint",
             out_path=hint_path, **common)) if targets.height else None
+        if timings is not None:
+            timings |= hint_figures(first_done - started, time.perf_counter() - first_done, targets, hinted)
         if allocation_out is not None:
             write_table(record_hint_pass(allocation_plan, verified, targets, hints.k), allocation_out, ALLOCATION)
         return write_table(with_hint_pass(first, hinted, targets), out_path, SAMPLES)

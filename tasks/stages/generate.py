@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import polars as pl
@@ -100,6 +101,13 @@ def planned_pool(chosen: pl.DataFrame, plan: pl.DataFrame, allocation: Allocatio
     return with_n(chosen, plan) if allocation is not None and allocation.enabled else chosen
 
 
+def hint_figures(first_pass_s: float, hint_pass_s: float, targets: pl.DataFrame,
+                 hinted: pl.DataFrame | None) -> dict:
+    """The cost report's figures of the hint pass (verification of the first pass included in its time)."""
+    return {"first_pass_s": round(first_pass_s, 2), "hint_pass_s": round(hint_pass_s, 2),
+            "hint_prompts": targets.height, "hint_samples": 0 if hinted is None else hinted.height}
+
+
 def hint_desc(iteration: str) -> str:
     return f"generate {iteration} hint"  # part of the HF backend's batch seeds: keep it fixed
 
@@ -108,8 +116,9 @@ def generate(model_dir: Path, prompts_path: Path, cfg: GenerateConfig, pool: Poo
              round_index: int, temperature: float, seed: int, out_path: Path, hints: HintsConfig | None = None,
              verifier: VerifierConfig | None = None, hint_seed: int | None = None,
              allocation: AllocationConfig | None = None, history_path: Path | None = None, cap: int = 1,
-             allocation_out: Path | None = None) -> Path:
+             allocation_out: Path | None = None, timings: dict | None = None) -> Path:
     """The samples table in one process (tasks/placement/shards.py computes the same table as shards).
+    `timings`, when given, receives the hint pass's figures (`hint_figures`; nothing with hints off).
     With hints on, a second pass re-samples the prompts the first left unsolved, with a hint and its own
     seed (`hint_seed`); the first pass is exactly the one a hints-off run samples. `allocation_out`
     (None: not written) records each prompt's first-pass sample count and why (adaptive K)."""
@@ -126,9 +135,11 @@ def generate(model_dir: Path, prompts_path: Path, cfg: GenerateConfig, pool: Poo
                                  iteration=iteration, desc=f"generate {iteration}")
         return write_table(samples, out_path, SAMPLES)
     backend = make_backend(cfg, str(model_dir), seed=seed)  # one model load for both passes
+    started = time.perf_counter()
     try:
         first = sample_prompts(model_dir, chosen, cfg, temperature=temperature, k=cfg.k, seed=seed,
                                iteration=iteration, desc=f"generate {iteration}", backend=backend)
+        first_done = time.perf_counter()
         verified, targets = hint_requests(first, chosen, hints, verifier or VerifierConfig(), reserve or None)
         hint_seed = derive_seed(seed, iteration, "generate-hint") if hint_seed is None else hint_seed
         hinted = sample_prompts(model_dir, targets, cfg, temperature=temperature, k=hints.k, seed=hint_seed,
@@ -136,6 +147,8 @@ def generate(model_dir: Path, prompts_path: Path, cfg: GenerateConfig, pool: Poo
                                 backend=backend) if targets.height else None
     finally:
         backend.close()
+    if timings is not None:
+        timings |= hint_figures(first_done - started, time.perf_counter() - first_done, targets, hinted)
     if allocation_out is not None:  # the allocation rows say which prompts the pass took, and why
         write_table(record_hint_pass(plan, verified, targets, hints.k), allocation_out, ALLOCATION)
     return write_table(with_hint_pass(first, hinted, targets), out_path, SAMPLES)
