@@ -78,3 +78,22 @@ def test_held_and_gate_failed_iterations(tmp_path):
     assert con.sql("SELECT count(*) FROM artifacts WHERE stage = 'train@0009'").fetchone()[0] == 0
     err = flywheel("sql", "SELECT * FROM nope", "-w", str(ws), check=False)
     assert err.returncode != 0 and "nope" in err.stderr
+
+
+def test_samples_and_scored_have_an_origin_in_every_iteration(tmp_path):
+    from tests.support.hinted_tables import HINTS, add_hinted_rows
+
+    ws = synthesize(tmp_path / "ws", iterations=2, n_prompts=4, k=2)
+    query = ("SELECT iteration, origin, hint_kind, hint, count(*) FROM {} "
+             "GROUP BY ALL ORDER BY iteration, origin")
+    for view in ("samples", "scored"):  # hints off: no file has the columns, every row is the model's own
+        assert connect(ws).sql(query.format(view)).fetchall() == [("0001", "self", None, None, 8),
+                                                                  ("0002", "self", None, None, 8)]
+    add_hinted_rows(ws, "0002")  # iteration 2 ran the hint pass; iteration 1's files still lack the columns
+    expected = [("0001", "self", None, None, 8), *sorted(
+        [("0002", o, k, h, 4) for o, k, h in HINTS.values()] + [("0002", "self", None, None, 8)])]
+    for view in ("samples", "scored"):
+        assert connect(ws).sql(query.format(view)).fetchall() == expected
+    hinted = json.loads(flywheel("sql", "SELECT DISTINCT sample_idx, origin FROM scored WHERE origin <> 'self' "
+                                 "ORDER BY 1", "-w", str(ws), "--json").stdout)
+    assert hinted == [{"sample_idx": i, "origin": o} for i, (o, _, _) in HINTS.items()]

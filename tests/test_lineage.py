@@ -234,3 +234,33 @@ def test_bstar_block_of_options_and_of_an_older_lock():
     assert bstar_line(b).endswith("reference not injected (defaults: the iteration predates these options)")
     off = _bstar(None, {"temperature": 1.0, "threshold": 0.0, "calibrated": False}, None)
     assert bstar_line(off) == "B-STaR: off; fixed T 1, threshold 0"
+
+
+def test_example_shows_the_samples_origin_and_hint(tmp_path):
+    from tests.support.hinted_tables import HINTS, add_hinted_rows
+
+    ws = synthesize(tmp_path / "ws", iterations=2, n_prompts=4, k=2)
+    add_hinted_rows(ws, "0002")  # iteration 2 ran the hint pass; iteration 1 did not
+    prompt = duckdb.execute("SELECT min(prompt_id) FROM read_parquet(?)",
+                            [str(ws / "data/iterations/0002/scored.parquet")]).fetchone()[0]
+    for idx, (origin, kind, hint) in HINTS.items():
+        out = json.loads(flywheel("lineage", "--example", f"{prompt}:{idx}", "--example-table", "scored",
+                                  "-w", str(ws), "--json").stdout)
+        [found] = out["found_in"]
+        assert found["iteration"] == "0002"
+        assert {k: found["sample"][k] for k in ("origin", "hint_kind", "hint")} == {
+            "origin": origin, "hint_kind": kind, "hint": hint}
+        tree = flywheel("lineage", "--example", f"{prompt}:{idx}", "--example-table", "scored", "-w", str(ws)).stdout
+        assert f"origin {origin}" in tree and f"hint ({kind}): {json.dumps(hint)}" in tree
+    # a first-pass sample, in the hinted iteration (origin self, no hint) and in one without the columns
+    plain = duckdb.execute("SELECT prompt_id, sample_idx FROM read_parquet(?) ORDER BY ALL LIMIT 1",
+                           [str(ws / "data/iterations/0001/scored.parquet")]).fetchone()
+    for p, i in (plain, (prompt, 0)):
+        out = json.loads(flywheel("lineage", "--example", f"{p}:{i}", "--example-table", "scored",
+                                  "-w", str(ws), "--json").stdout)
+        assert out["found_in"]
+        for found in out["found_in"]:
+            assert {k: found["sample"][k] for k in ("origin", "hint_kind", "hint")} == {
+                "origin": "self", "hint_kind": None, "hint": None}
+        tree = flywheel("lineage", "--example", f"{p}:{i}", "--example-table", "scored", "-w", str(ws)).stdout
+        assert "origin self" in tree and "hint (" not in tree

@@ -337,6 +337,7 @@ def _stage_at(h: History, it: str, name: str, path: str) -> tuple[str, Stage, En
 
 
 SAMPLE_COLUMNS = ("correct", "reward", "score", "temperature", "seed", "model_hash", "extracted_answer")
+ORIGIN_COLUMNS = ("origin", "hint_kind", "hint")  # `self`, None, None without the hint pass
 ITERATION_OF = "regexp_extract(filename, '([0-9]{4})/[a-z_]+\\.parquet$', 1)"
 
 
@@ -351,9 +352,14 @@ def _sample_rows(con, scored: Path, prompt_id: str, idx: list[int]) -> dict[int,
     """The scored rows of one prompt's samples `idx`, by sample_idx (empty when the table is absent)."""
     if not scored.is_file():
         return {}
-    rows = con.execute(f"SELECT sample_idx, {', '.join(SAMPLE_COLUMNS)} FROM read_parquet({lit(str(scored))}) "
+    have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({lit(str(scored))})").fetchall()}
+    # the hint pass's columns; a table written with hints off has none, and its samples are the model's own
+    origin = [("coalesce(origin, 'self')" if "origin" in have else "'self'") + " AS origin",
+              *((c if c in have else f"CAST(NULL AS VARCHAR) AS {c}") for c in ("hint_kind", "hint"))]
+    rows = con.execute(f"SELECT sample_idx, {', '.join([*SAMPLE_COLUMNS, *origin])} "
+                       f"FROM read_parquet({lit(str(scored))}) "
                        f"WHERE prompt_id = {lit(prompt_id)} AND list_contains({lit(idx)}, sample_idx)").fetchall()
-    return {r[0]: dict(zip(SAMPLE_COLUMNS, r[1:])) for r in rows}
+    return {r[0]: dict(zip((*SAMPLE_COLUMNS, *ORIGIN_COLUMNS), r[1:])) for r in rows}
 
 
 def _allocation_row(con, h: History, it: str, prompt_id: str) -> dict | None:

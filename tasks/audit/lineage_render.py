@@ -167,7 +167,16 @@ def _upstream(parent, path: str, arts: dict, stages: dict, runs: dict, seen: set
 
 
 def _sample_text(sample: dict | None) -> str:
-    return ", ".join(f"{k} {v}" for k, v in (sample or {}).items()) or "no scored row"
+    """The scored row in one line, its origin first (`self` without the hint pass); the hint has its own line."""
+    items = sorted((sample or {}).items(), key=lambda kv: kv[0] != "origin")
+    return ", ".join(f"{k} {v}" for k, v in items if k not in ("hint_kind", "hint")) or "no scored row"
+
+
+def _hint_text(sample: dict | None) -> str | None:
+    """`hint (partial): "..."` for a sample drawn with a hint, on one line (a partial solution spans several)."""
+    if not sample or (sample.get("hint_kind") is None and sample.get("hint") is None):
+        return None
+    return f"hint ({sample.get('hint_kind') or '?'}): {json.dumps(sample.get('hint'), ensure_ascii=False)}"
 
 
 def example_tree(result: dict):
@@ -181,6 +190,8 @@ def example_tree(result: dict):
     for found, lin in zip(result["found_in"], result["lineages"], strict=True):
         if found.get("table") != "pairs":
             node = tree.add(escape(f"iteration {found['iteration']} (sample: {_sample_text(found.get('sample'))})"))
+            if hint := _hint_text(found.get("sample")):
+                node.add(escape(hint))
         else:
             ref = found.get("reference_model")
             node = tree.add(escape(f"iteration {found['iteration']}: {found['rows']} pair(s)" + (
@@ -190,6 +201,9 @@ def example_tree(result: dict):
                                      f"margin {pair['margin']}"))
                 pn.add(escape(f"chosen   {pair['chosen_idx']}: {_sample_text(pair.get('chosen'))}"))
                 pn.add(escape(f"rejected {pair['rejected_idx']}: {_sample_text(pair.get('rejected'))}"))
+                for side in ("chosen", "rejected"):
+                    if hint := _hint_text(pair.get(side)):
+                        pn.add(escape(f"{side} {hint}"))
         if found.get("allocation"):  # adaptive K: why the prompt got its samples
             node.add(escape(f"allocation: {found['allocation']['why']}"))
         node.add(lineage_tree(lin))

@@ -3,7 +3,8 @@
 Views: `iterations` (run records), `metrics` (one wide row per iteration), `costs` and `stage_costs`
 (the cost report of each iteration, and of each of its stages), `artifacts` and `deps`
 (every out and dep in dvc.lock at every iter-* tag), and the Parquet tables `prompts`,
-`samples`, `scored`, `selected` (the pairs, in a pairs iteration), `judged` (the judge's replies, reward source
+`samples`, `scored` (with `origin`, `hint_kind` and `hint` in every iteration: `self` and NULL where the
+hint pass did not run), `selected` (the pairs, in a pairs iteration), `judged` (the judge's replies, reward source
 `judge`), `calibration`, `eval_samples` and `allocation` (samples per pool prompt and why, adaptive K), each with
 an `iteration` column from the file path.
 Nothing is copied: the views read the JSON and Parquet files in place.
@@ -142,7 +143,19 @@ def _parquet_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
         have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
         drop = ", ".join(c for c in ("filename", "iteration") if c in have)
         con.execute(f"CREATE VIEW {name} AS SELECT regexp_extract(filename, '([0-9]{{4}})/[a-z_]+\\.parquet$', 1) "
-                    f"AS iteration, * EXCLUDE ({drop}) FROM {src}")
+                    f"AS iteration, * EXCLUDE ({drop}){_origin_columns(name, have)} FROM {src}")
+
+
+def _origin_columns(name: str, have: set[str]) -> str:
+    """`samples` and `scored` have `origin`, `hint_kind` and `hint` in every iteration: a file written with the
+    hint pass off (or before it existed) lacks them, and its rows are `self`, without a hint. union_by_name gives
+    NULL where some files have the column; where none has it, it is added here."""
+    if name not in ("samples", "scored"):
+        return ""
+    replace = ["coalesce(origin, 'self') AS origin"] if "origin" in have else []
+    added = [expr for col, expr in (("origin", "'self' AS origin"), ("hint_kind", "CAST(NULL AS VARCHAR) AS hint_kind"),
+                                    ("hint", "CAST(NULL AS VARCHAR) AS hint")) if col not in have]
+    return (f" REPLACE ({', '.join(replace)})" if replace else "") + "".join(", " + e for e in added)
 
 
 def connect(root: Path) -> duckdb.DuckDBPyConnection:
