@@ -127,7 +127,8 @@ def _files_key(path: str | None) -> tuple:
 
 def _cached(kind: str, key: tuple, load: Callable[[], Any]) -> Any:
     held = _LOADED.get(kind)
-    if held is None or held[0] != key:
+    # a backend closed elsewhere (the engine cache releasing a shared engine) is loaded again
+    if held is None or held[0] != key or getattr(held[1], "closed", False):
         if held is not None and hasattr(held[1], "close"):
             held[1].close()
         _LOADED[kind] = (key, load())

@@ -88,5 +88,9 @@ class HFBackend:
             self.batch_size = size
         return pl.concat(parts).sort("prompt_id", "sample_idx") if parts else pl.DataFrame(schema=OUTPUT_SCHEMA)
 
+    closed = False
+
     def close(self) -> None:
-        del self.model
+        if not self.closed:  # idempotent, as the vLLM backend
+            del self.model
+            self.closed = True

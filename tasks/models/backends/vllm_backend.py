@@ -92,6 +92,9 @@ class VLLMBackend:
                 cols["seed"].append(seed)
         return pl.DataFrame(cols, schema=OUTPUT_SCHEMA)
 
+    closed = False
+
     def close(self) -> None:
-        if not self.shared:
+        if not self.shared and not self.closed:  # idempotent: two caches may hold the same backend
             del self.llm
+            self.closed = True
