@@ -2,6 +2,7 @@
 
     python bench/label_free_comparison.py --iterations 3
     python bench/label_free_comparison.py --iterations 2 --set pool.prompts_per_iteration=300
+    python bench/label_free_comparison.py --keep DIR --resume ...   # after an interruption, same arguments
 
 Arms, each the shipped preset (so they differ only in their method keys):
   (a) labelled    configs/tiny-arith.yaml            verified samples (gold answer + chain check), SFT
@@ -58,26 +59,47 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
-def run_arm(recipe_data: dict, root: Path, iterations: int, bootstrap: Path | None) -> dict:
-    """Bootstrap (or copy the shared part of another arm's and rebuild the reward model), then iterate."""
-    recipe = recipe_from_dict(recipe_data)
-    layout = Layout(root)
-    write_recipe(recipe, layout.recipe)
-    start = time.perf_counter()
+def finished(layout: Layout, it: str) -> bool:
+    """The iteration ran to its end: promoted or held, or stopped by its data gate."""
+    return layout.promotion(it).is_file() or (layout.gate(it).is_file() and not read_json(layout.gate(it))["passed"])
+
+
+def bootstrap_arm(layout: Layout, recipe, bootstrap: Path | None) -> None:
+    """Iteration 0: computed, or the shared part copied from another arm's folder (and the reward model
+    rebuilt unless its verifier and reward settings match)."""
     if bootstrap is None:
         for name in ("prepare", "base", "warmup", "baseline", "reward"):
             run_stage(layout, name)
-    else:
-        for rel in SHARED:
-            shutil.copytree(bootstrap / rel, root / rel, dirs_exist_ok=True)
-        source = load_recipe(Layout(bootstrap).recipe)
-        differs = [s for s in ("prompts", "model", "warmup") if getattr(source, s) != getattr(recipe, s)]
-        if differs or source.run.seed != recipe.run.seed:
-            raise SystemExit(f"{bootstrap}: its iteration 0 was made with other {differs or ['run.seed']} settings")
-        if (recipe.verifier, recipe.reward) == (source.verifier, source.reward):
-            shutil.copytree(bootstrap / "models/reward", root / "models/reward", dirs_exist_ok=True)
-        else:  # the reward model learns from the verifier's labels (or is off)
-            run_stage(layout, "reward")
+        return
+    for rel in SHARED:
+        shutil.copytree(bootstrap / rel, layout.root / rel, dirs_exist_ok=True)
+    source = load_recipe(Layout(bootstrap).recipe)
+    differs = [s for s in ("prompts", "model", "warmup") if getattr(source, s) != getattr(recipe, s)]
+    if differs or source.run.seed != recipe.run.seed:
+        raise SystemExit(f"{bootstrap}: its iteration 0 was made with other {differs or ['run.seed']} settings")
+    if (recipe.verifier, recipe.reward) == (source.verifier, source.reward):
+        shutil.copytree(bootstrap / "models/reward", layout.reward_model, dirs_exist_ok=True)
+    else:  # the reward model learns from the verifier's labels (or is off)
+        run_stage(layout, "reward")
+
+
+def finished(layout: Layout, it: str) -> bool:
+    """The iteration ran to its end: promoted or held, or stopped by its data gate."""
+    return layout.promotion(it).is_file() or (layout.gate(it).is_file() and not read_json(layout.gate(it))["passed"])
+
+
+def run_arm(recipe_data: dict, root: Path, iterations: int, bootstrap: Path | None, resume: bool = False) -> dict:
+    """Iteration 0, then the iterations. With `resume`, an arm folder left by an interrupted run keeps its
+    iteration 0 and finished iterations (stages are deterministic, so an unfinished one simply runs again)."""
+    recipe = recipe_from_dict(recipe_data)
+    layout = Layout(root)
+    start = time.perf_counter()
+    resume = resume and layout.recipe.is_file() and layout.eval("0000").is_file() and layout.reward_model.is_dir()
+    if resume and load_recipe(layout.recipe) != recipe:
+        raise SystemExit(f"{root}: made with another recipe; resume with the same --set overrides")
+    write_recipe(recipe, layout.recipe)
+    if not resume:
+        bootstrap_arm(layout, recipe, bootstrap)
     parent, table = "0000", {}
     for i in range(1, iterations + 1):
         it = f"{i:04d}"
@@ -85,10 +107,11 @@ def run_arm(recipe_data: dict, root: Path, iterations: int, bootstrap: Path | No
         layout.params(it).write_text(recipe_to_yaml(recipe))
         table[it] = IterationVars(parent=parent, init=parent if recipe.train.mode == "continue" else "0000", round=i)
         write_iteration_vars(layout, table)
-        for name in ITERATION_STAGES:
-            if name in GATED_STAGES and not read_json(layout.gate(it))["passed"]:
-                break
-            run_stage(layout, name, it)
+        if not (resume and finished(layout, it)):
+            for name in ITERATION_STAGES:
+                if name in GATED_STAGES and not read_json(layout.gate(it))["passed"]:
+                    break
+                run_stage(layout, name, it)
         parent = read_json(layout.promotion(it))["next_parent"] if layout.promotion(it).is_file() else parent
     return {"seconds": round(time.perf_counter() - start), "rows": read_rows(layout, iterations)}
 
@@ -121,6 +144,8 @@ def main() -> None:
     ap.add_argument("--bootstrap-from", type=Path,
                     help="copy iteration 0 (prompts, base, warm-up, baseline, reward) from this folder of an earlier "
                          "run of the same recipe instead of computing it")
+    ap.add_argument("--resume", action="store_true",
+                    help="with --keep: continue an interrupted run, keeping the arms' finished iterations")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     sets = parse_sets(args.set)
@@ -133,7 +158,7 @@ def main() -> None:
         for name in arms:
             data = _merge(yaml.safe_load((ROOT / ARMS[name]).read_text()), sets)
             root = base / name
-            results[name] = run_arm(data, root, args.iterations, first)
+            results[name] = run_arm(data, root, args.iterations, first, resume=args.resume and args.keep is not None)
             print(f"{name}: {results[name]['seconds']} s", flush=True)
             first = root if first is None else first
         if "labelled" in results:
