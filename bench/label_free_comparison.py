@@ -83,11 +83,6 @@ def bootstrap_arm(layout: Layout, recipe, bootstrap: Path | None) -> None:
         run_stage(layout, "reward")
 
 
-def finished(layout: Layout, it: str) -> bool:
-    """The iteration ran to its end: promoted or held, or stopped by its data gate."""
-    return layout.promotion(it).is_file() or (layout.gate(it).is_file() and not read_json(layout.gate(it))["passed"])
-
-
 def run_arm(recipe_data: dict, root: Path, iterations: int, bootstrap: Path | None, resume: bool = False) -> dict:
     """Iteration 0, then the iterations. With `resume`, an arm folder left by an interrupted run keeps its
     iteration 0 and finished iterations (stages are deterministic, so an unfinished one simply runs again)."""
@@ -130,6 +125,32 @@ def read_rows(layout: Layout, iterations: int) -> list[dict]:
     return rows
 
 
+AGREEMENT_STEPS = (0.5, 0.625, 0.75, 0.875, 1.0)
+
+
+def vote_precision(layout: Layout, iterations: int) -> list[list]:
+    """What a stricter `min_agreement` would have bought, from a label-free arm's own tables: per iteration
+    and vote share s, the share of pool prompts whose winning answer had at least s of the votes, and how
+    many of those winners match gold. Only shares at or above the run's min_agreement can be seen (below
+    it no sample was marked as agreeing)."""
+    import polars as pl
+
+    gold = pl.read_parquet(layout.prompts).select("prompt_id", "answer")
+    rows = []
+    for i in range(1, iterations + 1):
+        if not layout.scored(f"{i:04d}").is_file():
+            continue
+        scored = pl.read_parquet(layout.scored(f"{i:04d}"))
+        per = (scored.group_by("prompt_id")
+               .agg(share=pl.col("correct").mean(), label=pl.col("extracted_answer").filter(pl.col("correct")).first())
+               .join(gold, on="prompt_id", how="left").with_columns(right=pl.col("label") == pl.col("answer")))
+        for s in AGREEMENT_STEPS:
+            kept = per.filter(pl.col("share") >= s - 1e-9)
+            rows.append([i, f"{s:.3f}", _fmt(kept.height / per.height),
+                         _fmt(float(kept["right"].mean()) if kept.height else None)])
+    return rows
+
+
 def _fmt(v) -> str:
     return "—" if v is None else f"{100 * v:.1f}" if isinstance(v, float) else str(v)
 
@@ -166,6 +187,7 @@ def main() -> None:
             control = run_control(Layout(base / "labelled"), args.iterations, base / "control")
             results["control"] = {"seconds": round(time.perf_counter() - start),
                                   "rows": [{"iteration": i, "pass@1": c} for i, c in enumerate(control)]}
+        votes = vote_precision(Layout(base / "label-free"), args.iterations) if "label-free" in results else []
     names = list(results)
     header = ["iteration"] + [f"{n} pass@1" for n in names] + ["label-free pseudo-label acc"]
     table = []
@@ -185,6 +207,11 @@ def main() -> None:
     if {"labelled", "dpo"} <= set(p) and None not in (p["labelled"], p["dpo"]):
         print(f"at iteration {last}: DPO {100 * p['dpo']:.1f} vs SFT {100 * p['labelled']:.1f} "
               f"({'meets' if p['dpo'] >= p['labelled'] else 'misses'} the goal DPO >= SFT)")
+    if votes:
+        print_table("label-free arm: pseudo-labels by the vote share of the winning answer (what a stricter "
+                    "min_agreement would keep, and how often it is right)",
+                    ["iteration", "vote share at least", "pool prompts labelled %", "labels right %"],
+                    votes)
     for n in names:
         print(f"{n}: {results[n]['seconds']} s")
     if args.json:

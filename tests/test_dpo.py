@@ -39,12 +39,18 @@ def pairs(micro_assets) -> pl.DataFrame:
 
 def _logp(model_dir: Path, pairs: pl.DataFrame) -> float:
     """Mean log-probability margin of chosen over rejected answers under a model."""
+    chosen, rejected = _answer_logps(model_dir, pairs)
+    return chosen - rejected
+
+
+def _answer_logps(model_dir: Path, pairs: pl.DataFrame) -> tuple[float, float]:
+    """Mean log-probability of the chosen and of the rejected answers under a model."""
     import torch
 
     from tasks.models.loading import load_causal_lm, load_tokenizer, render_prompts
 
     tok, model = load_tokenizer(model_dir), load_causal_lm(model_dir, dtype="float32", device="cpu")
-    total = 0.0
+    chosen = rejected = 0.0
     for p, c, r in zip(render_prompts(tok, pairs["prompt"].to_list()), pairs["chosen"], pairs["rejected"]):
         n = len(tok(p)["input_ids"])
         lp = []
@@ -53,8 +59,8 @@ def _logp(model_dir: Path, pairs: pl.DataFrame) -> float:
             with torch.no_grad():
                 logits = model(ids).logits[0, :-1].log_softmax(-1)
             lp.append(logits[n - 1:].gather(1, ids[0, n:, None]).sum().item())
-        total += lp[0] - lp[1]
-    return total / pairs.height
+        chosen, rejected = chosen + lp[0], rejected + lp[1]
+    return chosen / pairs.height, rejected / pairs.height
 
 
 def test_dpo_reproduces_bit_for_bit_and_prefers_the_chosen_answers(micro_assets, pairs, tmp_path):
@@ -68,6 +74,27 @@ def test_dpo_reproduces_bit_for_bit_and_prefers_the_chosen_answers(micro_assets,
     assert _files(tmp_path / "c")["model.safetensors"] != _files(tmp_path / "a")["model.safetensors"]
     assert other["beta"] == 0.1
     assert _logp(tmp_path / "a", pairs) > _logp(Path(base), pairs)
+
+
+def test_dpo_with_an_sft_term_keeps_the_chosen_answers_likely_and_reproduces(micro_assets, pairs, tmp_path):
+    """train.dpo.sft_weight adds TRL's NLL loss on the chosen answer (Iterative RPO): pure DPO may push both
+    answers down, the extra term holds the chosen one up; still bit-identical on a re-run."""
+    from tasks.stages.dpo import dpo_config
+
+    _, _, base = micro_assets
+    rpo = CFG.model_copy(update={"dpo": CFG.dpo.model_copy(update={"sft_weight": 1.0})})
+    args = dpo_config(rpo, 3, "fp32", tmp_path / "args", quiet=True)
+    assert args.loss_type == ["sigmoid", "sft"] and args.loss_weights == [1.0, 1.0]
+    assert dpo_config(CFG, 3, "fp32", tmp_path / "args", quiet=True).loss_type == ["sigmoid"]
+    plain = dpo(base, pairs, CFG, 3, tmp_path / "plain")
+    a = dpo(base, pairs, rpo, 3, tmp_path / "a")
+    b = dpo(base, pairs, rpo, 3, tmp_path / "b")
+    assert _files(tmp_path / "a") == _files(tmp_path / "b") and a == b and a["sft_weight"] == 1.0
+    assert "sft_weight" not in plain
+    chosen_rpo, _ = _answer_logps(tmp_path / "a", pairs)
+    chosen_plain, _ = _answer_logps(tmp_path / "plain", pairs)
+    assert chosen_rpo > chosen_plain
+    assert _logp(tmp_path / "a", pairs) > _logp(Path(base), pairs)  # still prefers the chosen answers
 
 
 KILL_AFTER_SAVE = textwrap.dedent("""

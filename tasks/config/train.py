@@ -57,6 +57,10 @@ class DPOSettings(_Model):
                        "apo_down", "sigmoid_norm"] = Field(
         "sigmoid", description="TRL's DPO loss: sigmoid is the DPO paper's; ipo, hinge and the others are variants")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="probability a pair is flipped (robust, cDPO)")
+    sft_weight: float = Field(
+        0.0, ge=0, description="weight of a negative log-likelihood term on the chosen answer, added to the DPO "
+                               "loss (Iterative RPO; 1.0 in its paper). Pure DPO lowers the chosen answer's "
+                               "likelihood too and can unlearn the format; this keeps it. 0: pure DPO")
 
 
 class TrainConfig(_Model):

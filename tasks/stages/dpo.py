@@ -28,6 +28,14 @@ def pair_rows(tokenizer, pairs: pl.DataFrame) -> list[dict[str, str]]:
             for p, c, r in zip(prompts, pairs["chosen"].to_list(), pairs["rejected"].to_list())]
 
 
+def dpo_losses(cfg: TrainConfig) -> dict:
+    """DPOConfig's loss_type (and loss_weights): the preference loss, plus TRL's `sft` loss on the chosen
+    answer when train.dpo.sft_weight is set (Iterative RPO)."""
+    if not cfg.dpo.sft_weight:
+        return {"loss_type": [cfg.dpo.loss_type]}
+    return {"loss_type": [cfg.dpo.loss_type, "sft"], "loss_weights": [1.0, cfg.dpo.sft_weight]}
+
+
 def dpo_config(cfg: TrainConfig, seed: int, precision: str, output_dir: Path, quiet: bool):
     """DPOConfig with every default that differs from TrainingArguments set back (as sft_config does)."""
     from trl import DPOConfig
@@ -43,7 +51,7 @@ def dpo_config(cfg: TrainConfig, seed: int, precision: str, output_dir: Path, qu
         logging_steps=max(1, cfg.max_steps // 10), disable_tqdm=quiet, dataloader_num_workers=0,
         use_cpu=not on_gpu(), train_sampling_strategy=cfg.sampling,
         bf16=precision == "bf16", fp16=precision == "fp16", gradient_checkpointing=cfg.gradient_checkpointing,
-        max_length=cfg.max_length, beta=cfg.dpo.beta, loss_type=[cfg.dpo.loss_type],
+        max_length=cfg.max_length, beta=cfg.dpo.beta, **dpo_losses(cfg),
         label_smoothing=cfg.dpo.label_smoothing, disable_dropout=True, precompute_ref_log_probs=False,
         dataset_num_proc=None, **save)
 
@@ -88,6 +96,8 @@ def dpo(init_model: str | Path, pairs: pl.DataFrame, cfg: TrainConfig, seed: int
         args.distributed_state.wait_for_everyone()
     summary = {"train_loss": round(float(result.training_loss), 6), "pairs": pairs.height, "steps": cfg.max_steps,
                "objective": "dpo", "beta": cfg.dpo.beta, "loss_type": cfg.dpo.loss_type}
+    if cfg.dpo.sft_weight:
+        summary["sft_weight"] = cfg.dpo.sft_weight
     if start is not None:
         summary["resumed_from_step"] = int(start.name.split("-")[1])
     return summary
