@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow  # about five minutes on two busy cores: two itera
 RECIPE = {**MICRO_RECIPE,
           "verifier": {"type": "majority_vote", "vote": {"min_agreement": 0.5}},
           "select": {"mode": "pairs", "pairs": {"strategy": "vote"}},
-          "train": {**MICRO_RECIPE["train"], "objective": "dpo"},
+          # the DPO preset's loss: DPO plus the NLL term on the chosen answer
+          "train": {**MICRO_RECIPE["train"], "objective": "dpo", "dpo": {"sft_weight": 1.0}},
           # long enough a warm-up that samples end in "Answer: n", so votes and pairs exist
           "warmup": {"max_steps": 150, "batch_size": 16, "learning_rate": 3e-3},
           "generate": {**MICRO_RECIPE["generate"], "k": 4}}
