@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts (timing, tables)."""
+"""Helpers shared by the benchmark scripts (timing, tables, arms that share an iteration 0)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import resource
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+SHARED = ("data/prompts", "models/base", "models/0000", "data/iterations/0000")  # the bootstrap's outputs
 
 
 @contextmanager
@@ -45,3 +48,25 @@ def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
         out = fn()
         best = min(best, time.perf_counter() - start)
     return best, out
+
+
+def copy_iteration_zero(layout, recipe, source: Path) -> bool:
+    """Copy iteration 0 from another arm's folder made with the same prompts, model, warm-up and seed.
+
+    Returns True when the reward model was copied too, False when the caller must rebuild it (it
+    learns from the verifier's labels, so other verifier or reward settings need their own)."""
+    import shutil
+
+    from tasks.config.loading import load_recipe
+    from tasks.workspace.layout import Layout
+
+    other = load_recipe(Layout(source).recipe)
+    differs = [s for s in ("prompts", "model", "warmup") if getattr(other, s) != getattr(recipe, s)]
+    if differs or other.run.seed != recipe.run.seed:
+        raise SystemExit(f"{source}: its iteration 0 was made with other {differs or ['run.seed']} settings")
+    for rel in SHARED:
+        shutil.copytree(source / rel, layout.root / rel, dirs_exist_ok=True)
+    if (recipe.verifier, recipe.reward) != (other.verifier, other.reward):
+        return False
+    shutil.copytree(source / "models/reward", layout.reward_model, dirs_exist_ok=True)
+    return True

@@ -23,7 +23,6 @@ import sys
 
 import argparse
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from bench._common import print_table
+from bench._common import copy_iteration_zero, print_table
 from bench.control import run_control
 from bench.method_comparison import _merge
 from tasks.config.loading import load_recipe, recipe_from_dict, recipe_to_yaml, write_recipe
@@ -43,7 +42,6 @@ from tasks.workspace.layout import Layout
 
 ARMS = {"labelled": "configs/tiny-arith.yaml", "label-free": "configs/tiny-arith-labelfree.yaml",
         "dpo": "configs/tiny-arith-dpo.yaml"}
-SHARED = ("data/prompts", "models/base", "models/0000", "data/iterations/0000")  # the bootstrap's outputs
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -71,15 +69,7 @@ def bootstrap_arm(layout: Layout, recipe, bootstrap: Path | None) -> None:
         for name in ("prepare", "base", "warmup", "baseline", "reward"):
             run_stage(layout, name)
         return
-    for rel in SHARED:
-        shutil.copytree(bootstrap / rel, layout.root / rel, dirs_exist_ok=True)
-    source = load_recipe(Layout(bootstrap).recipe)
-    differs = [s for s in ("prompts", "model", "warmup") if getattr(source, s) != getattr(recipe, s)]
-    if differs or source.run.seed != recipe.run.seed:
-        raise SystemExit(f"{bootstrap}: its iteration 0 was made with other {differs or ['run.seed']} settings")
-    if (recipe.verifier, recipe.reward) == (source.verifier, source.reward):
-        shutil.copytree(bootstrap / "models/reward", layout.reward_model, dirs_exist_ok=True)
-    else:  # the reward model learns from the verifier's labels (or is off)
+    if not copy_iteration_zero(layout, recipe, bootstrap):
         run_stage(layout, "reward")
 
 

@@ -45,8 +45,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from bench._common import print_table
-from bench.label_free_comparison import SHARED, parse_sets
+from bench._common import copy_iteration_zero, print_table
+from bench.label_free_comparison import parse_sets
 from bench.method_comparison import VARIANTS, _merge
 from tasks.audit.report import pass_at_k_entry
 from tasks.config.loading import load_recipe, recipe_from_dict, recipe_to_yaml, write_recipe
@@ -143,15 +143,7 @@ def bootstrap(layout: Layout, recipe: Recipe, source: Path | None) -> dict:
         for name in BOOTSTRAP_STAGES:
             times[name], _ = _run(layout, recipe, name, None)
         return {"from": None, "stages_s": times}
-    other = load_recipe(Layout(source).recipe)
-    differs = [s for s in ("prompts", "model", "warmup") if getattr(other, s) != getattr(recipe, s)]
-    if differs or other.run.seed != recipe.run.seed:
-        raise SystemExit(f"{source}: its iteration 0 was made with other {differs or ['run.seed']} settings")
-    for rel in SHARED:
-        shutil.copytree(source / rel, layout.root / rel, dirs_exist_ok=True)
-    if (recipe.verifier, recipe.reward) == (other.verifier, other.reward):
-        shutil.copytree(source / "models/reward", layout.reward_model, dirs_exist_ok=True)
-    else:  # the reward model learns from the verifier's labels (or is off)
+    if not copy_iteration_zero(layout, recipe, source):
         times["reward"], _ = _run(layout, recipe, "reward", None)
     return {"from": str(source), "stages_s": times}
 
