@@ -182,6 +182,24 @@ def test_budgets_and_bounds_that_cannot_hold_are_refused(allocation, field, need
     assert "\n" not in msg and "Fix:" in msg and field in msg and needle in msg, msg
 
 
+def test_a_hint_reserve_that_leaves_too_few_first_pass_samples_is_refused_before_any_compute():
+    import json
+
+    from tasks.config.checks import check_recipe
+    from tasks.config.loading import recipe_from_dict
+    from tests.conftest import MICRO_RECIPE
+
+    data = json.loads(json.dumps(MICRO_RECIPE))  # 16 pool prompts x generate.k 2: a budget of 32
+    data["allocation"] = {"enabled": True}  # k_min 2: the first pass needs all 32
+    data["hints"] = {"enabled": True, "reserve": 0.25}
+    with pytest.raises(ConfigError) as exc:
+        check_recipe(recipe_from_dict(data))
+    msg = str(exc.value)
+    assert "\n" not in msg and "allocation.budget" in msg and "less hints.reserve's 8" in msg and "40" in msg, msg
+    data["allocation"]["k_min"] = 1  # 16 first-pass samples at the least, 24 left
+    check_recipe(recipe_from_dict(data))
+
+
 def test_k_max_stays_below_the_hint_sample_indices():
     with pytest.raises(ConfigError, match="allocation.k_max"):
         micro(k_max=1000)

@@ -185,18 +185,21 @@ def check_allocation(recipe: Recipe) -> None:
     if a.k_min > a.k_max:
         raise ConfigError(f"is {a.k_min}, above allocation.k_max {a.k_max}.", field="allocation.k_min",
                           fix="make k_min at most k_max.")
-    if a.budget is not None:
-        for i, n in enumerate(_pool_sizes(recipe), 1):
-            if a.budget < n * a.k_min:
-                raise ConfigError(f"is {a.budget}, but round {i} has {n} pool prompts and each gets at least "
-                                  f"allocation.k_min {a.k_min}, so {n * a.k_min} at the least.",
-                                  field="allocation.budget",
-                                  fix=f"raise allocation.budget to {n * a.k_min} or more, lower allocation.k_min, "
-                                      "or set budget: null (pool prompts x generate.k).")
-    elif a.k_min > recipe.generate.k:
+    if a.budget is None and a.k_min > recipe.generate.k:
         raise ConfigError(f"is {a.k_min}, above generate.k {recipe.generate.k}, which sets the budget (pool prompts "
                           "x generate.k) when allocation.budget is null.", field="allocation.k_min",
                           fix=f"lower allocation.k_min to {recipe.generate.k} or less, or set allocation.budget.")
+    share = recipe.hints.reserve if recipe.hints.enabled else 0.0
+    for i, n in enumerate(_pool_sizes(recipe), 1):
+        budget = a.budget if a.budget is not None else n * recipe.generate.k
+        reserve = round(share * budget)  # as tasks/stages/generate.py's hint_reserve takes it
+        if budget - reserve < n * a.k_min:
+            kept = f" less hints.reserve's {reserve}" if reserve else ""
+            raise ConfigError(f"is {budget}{kept}, but round {i} has {n} pool prompts and each gets at least "
+                              f"allocation.k_min {a.k_min}, so {n * a.k_min + reserve} at the least.",
+                              field="allocation.budget",
+                              fix=f"raise allocation.budget to {n * a.k_min + reserve} or more, or lower "
+                                  "allocation.k_min, hints.reserve or pool.prompts_per_iteration.")
     if recipe.scale.runner != "local" and recipe.generate.backend == "hf":
         raise ConfigError("is on with scale.runner dask and generate.backend hf: per-prompt sample counts change "
                           "the HF batches that shards are cut along.", field="allocation.enabled",
