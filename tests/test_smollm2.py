@@ -25,7 +25,10 @@ SHIPPED = ROOT / "configs" / "smollm2-arith.yaml"
 SIZES = {"run.iterations": 1, "prompts.source.train_size_per_steps": 16, "prompts.source.probe_size": 3,
          "prompts.source.test_size": 3, "pool.prompts_per_iteration": 12, "generate.k": 2,
          "generate.max_new_tokens": 48, "generate.batch_size": 32, "train.max_steps": 2, "train.batch_size": 2,
-         "train.max_length": 128, "evaluate.k": 1, "check.min_selected": 1}
+         "train.max_length": 128, "warmup.max_steps": 2, "warmup.batch_size": 2, "warmup.max_length": 128,
+         "allocation.k_min": 1, "evaluate.k": 1, "check.min_selected": 1}
+BUDGET = 12 * 2  # pool x generate.k, the hint pass included
+RESERVE = round(yaml.safe_load(SHIPPED.read_text())["hints"]["reserve"] * BUDGET)  # the hint pass's share
 
 
 def shipped_micro(path: Path) -> Path:
@@ -86,10 +89,12 @@ def test_every_stage_ran_on_the_real_model(run):
     assert record["status"] == "completed"
     params = yaml.safe_load((run / "data" / "iterations" / "0001" / "params.yaml").read_text())
     assert params["generate"]["backend"] == "vllm" and params["verifier"]["type"] == "arith_free"
+    assert params["hints"]["enabled"] and params["allocation"]["enabled"] and params["warmup"]["enabled"]
     import polars as pl
 
     samples = pl.read_parquet(run / "data" / "iterations" / "0001" / "samples.parquet")
-    assert samples.height == 12 * 2 and samples["text"].str.len_chars().min() > 0
+    assert samples.filter(pl.col("pass_name") == "main").height == BUDGET - RESERVE  # adaptive K's first pass
+    assert samples.height <= BUDGET and samples["text"].str.len_chars().min() > 0  # the hint pass within it
     selected = pl.read_parquet(run / "data" / "iterations" / "0001" / "selected.parquet")
     assert selected.height >= 1
     adapter = json.loads((run / "models" / "0001" / "adapter" / "adapter_config.json").read_text())
