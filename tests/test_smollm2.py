@@ -95,6 +95,7 @@ def test_every_stage_ran_on_the_real_model(run):
     samples = pl.read_parquet(run / "data" / "iterations" / "0001" / "samples.parquet")
     assert samples.filter(pl.col("pass_name") == "main").height == BUDGET - RESERVE  # adaptive K's first pass
     assert samples.height <= BUDGET and samples["text"].str.len_chars().min() > 0  # the hint pass within it
+    assert samples.filter(pl.col("pass_name") == "hint").height > 0  # a micro warm-up leaves prompts unsolved
     selected = pl.read_parquet(run / "data" / "iterations" / "0001" / "selected.parquet")
     assert selected.height >= 1
     adapter = json.loads((run / "models" / "0001" / "adapter" / "adapter_config.json").read_text())
