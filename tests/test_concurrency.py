@@ -80,7 +80,8 @@ def test_a_second_run_is_refused_and_readers_change_nothing(tmp_path, micro_work
 
 
 def test_two_commands_creating_one_workspace_at_once(tmp_path):
-    """The loser is refused with exit 3 and never removes (or half-initialises) the winner's folder."""
+    """The loser is refused (exit 3 on the lock, or 2 once the folder is a workspace) and never removes or
+    half-initialises the winner's folder."""
     recipe = write_recipe(tmp_path / "micro.yaml")
     for attempt in range(3):
         ws = tmp_path / f"ws{attempt}"
@@ -88,8 +89,9 @@ def test_two_commands_creating_one_workspace_at_once(tmp_path):
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
         results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
         codes = sorted(rc for rc, _ in results)
-        assert codes == [0, 3], results
-        loser = next(err for rc, err in results if rc == 3).strip().splitlines()[-1]
+        # exit 3: it met the winner's lock; exit 2: it started after the winner had finished (a busy machine)
+        assert codes in ([0, 3], [0, 2]), results
+        loser = next(err for rc, err in results if rc != 0).strip().splitlines()[-1]
         assert loser.startswith("error: ") and "Fix:" in loser
         assert k.git(ws, "log", "--format=%s").splitlines() == ["Initialise workspace micro"]
         assert k.fsck_ok(ws)[0] and (ws / "flywheel.yaml").is_file() and (ws / ".dvc" / "config").is_file()
