@@ -39,6 +39,9 @@ def reproduce(iteration: Annotated[str, typer.Argument(help="Iteration number, e
         preflight(load_recipe(layout.recipe), layout.root)
         record = load_record(layout.root, it)
         notes = check_provenance(record, allow_version_drift)
+        for note in notes:  # whether the bits can match, before any compute
+            if note.startswith("bits "):
+                typer.echo(f"note: {note}", err=True)
         with tempfile.TemporaryDirectory(prefix=f"flywheel-reproduce-{it}-") as tmp, dvc_warnings_off(), \
                 isolated_clone(layout.root, it, Path(tmp) / "ws") as clone:
             checks = verify(clone, it) if verify_only else rerun(clone, it, only=stage, shard_runner=dask_shards)

@@ -16,7 +16,7 @@ import yaml
 
 from tasks.config.loading import load_recipe
 from tasks.config.recipe import Recipe, TrainConfig
-from tasks.numerics import pin
+from tasks.numerics.state import pin
 from tasks.seeds import derive_seed
 from tasks.workspace.atomic import read_json
 from tasks.workspace.layout import Layout

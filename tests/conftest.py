@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# The suite computes on the portable CPU path, as every new workspace's stages do: set before torch loads.
+import flywheel  # noqa: F401,E402
+
 ROOT = Path(__file__).resolve().parent.parent
 
 MICRO_RECIPE = {

@@ -68,27 +68,35 @@ def check_provenance(record: dict, allow_version_drift: bool) -> list[str]:
 
 
 def check_numerics(record: dict, allow_drift: bool) -> list[str]:
-    """Say before anything runs whether this machine can give the recorded bits: thread counts are
-    pinned to the recorded values anywhere, but the CPU's kernel set (e.g. AVX512 against AVX2) is not."""
+    """Say before anything runs whether this machine can give the recorded bits, and why (the machine
+    fingerprint against the CPU path the run recorded; tasks/numerics/fingerprint.py). Thread counts are
+    pinned to the recorded values anywhere; a CPU or GPU that cannot give the bits is refused."""
     from tasks.config.recipe import NumericsConfig
-    from tasks.numerics import differences
-    from tasks.numerics import record as numerics_here
+    from tasks.numerics.fingerprint import bits_can_match
+    from tasks.numerics.state import record as numerics_here
 
     recorded = record.get("numerics")
     if not recorded:
         return []
-    here = numerics_here(NumericsConfig())
+    here = numerics_here(NumericsConfig(cpu_path=recorded.get("cpu_path")))
     notes = []
     if recorded.get("cores") != here["cores"]:
         notes.append(f"this machine has {here['cores']} cores, the recorded run {recorded.get('cores')}: stages are "
                      f"pinned to the recorded {recorded.get('threads')} threads, so the bits can match")
-    if drift := differences(recorded, here):
-        text = "; ".join(drift)
-        if not allow_drift:
-            raise VersionDriftError(f"this machine cannot give the recorded bits: {text}.",
-                                    fix="reproduce on a machine of the recorded kind, or pass --allow-version-drift.")
-        notes.append(f"numerics differ: {text}")
-    return notes
+    # A record from before the fingerprint names no CPU model: a different kernel set is certain to
+    # differ (refused), the same one may or may not (said, then tried).
+    unnamed = not recorded.get("machine")
+    if unnamed and recorded.get("cpu_capability") not in (None, here["cpu_capability"]):
+        ok, reason, certain = False, (f"cpu_capability is {here['cpu_capability']!r} here, "
+                                      f"{recorded['cpu_capability']!r} in the recorded run"), True
+    else:
+        (ok, reason), certain = bits_can_match(recorded, here), not unnamed
+    if ok:
+        return notes + [f"bits can match: {reason}"]
+    if certain and not allow_drift:
+        raise VersionDriftError(f"this machine cannot give the recorded bits: {reason}.",
+                                fix="reproduce on a machine of the recorded kind, or pass --allow-version-drift.")
+    return notes + [f"bits may not match: {reason}"]
 
 
 @contextmanager

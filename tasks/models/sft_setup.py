@@ -98,9 +98,18 @@ def sft_config(cfg: TrainConfig, seed: int, precision: str, output_dir: Path, qu
         remove_unused_columns=False, use_cpu=not on_gpu(), train_sampling_strategy=cfg.sampling,
         bf16=precision == "bf16", fp16=precision == "fp16",
         gradient_checkpointing=cfg.gradient_checkpointing,
+        # numerics.gpu_deterministic (tasks/numerics/state.py pins torch's flags first): the Trainer's own
+        # determinism switches too; on CPU the bits are the same either way, so it stays off there
+        full_determinism=on_gpu() and torch_deterministic(),
         include_num_input_tokens_seen="non_padding",  # the cost report's training tokens; no effect on the weights
         # we tokenise ourselves (the model's chat template, loss on the answer only) and pad in our collator
         max_length=cfg.max_length, dataset_kwargs={"skip_prepare_dataset": True}, **save)
+
+
+def torch_deterministic() -> bool:
+    import torch
+
+    return torch.are_deterministic_algorithms_enabled()
 
 
 def trainer_class(fused_loss: bool):

@@ -4,7 +4,7 @@ A stage run in the flow's own process would inherit whatever the earlier stages 
 vLLM engine that replaced `torch.set_num_threads` and bound its threads, a second OpenMP runtime,
 a torch.distributed group, warmed allocator pools. A fresh process per stage sees none of it, so
 the bytes a stage writes depend only on its inputs, params, seeds and the pinned numeric settings
-(tasks/numerics.py), which the process starts with.
+(tasks/numerics/), which the process starts with.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tasks.numerics import stage_env
+from tasks.numerics.state import process_env
 from tasks.pipeline import ITERATION_STAGES, run_stage, stage_recipe
 from tasks.workspace.layout import Layout
 
@@ -33,7 +33,7 @@ def run_stage_isolated(layout: Layout, stage: str, it: str | None = None, usage:
     recipe = stage_recipe(layout, it if stage in ITERATION_STAGES else None)
     with tempfile.TemporaryDirectory(prefix="flywheel-stage-") as scratch:
         out = Path(scratch) / "result.pkl"
-        env = {**os.environ, **stage_env(recipe.numerics), "FLYWHEEL_STAGE_PARENT": str(os.getpid())}
+        env = {**process_env(recipe.numerics), "FLYWHEEL_STAGE_PARENT": str(os.getpid())}
         cmd = [sys.executable, "-m", "tasks.placement.stage_process", str(layout.root), stage, it or "", str(out)]
         # the child's stdout goes to our stderr: stdout belongs to the command (e.g. `--json`)
         proc = subprocess.run(cmd, env=env, stdout=sys.stderr.fileno(), stdin=subprocess.DEVNULL)

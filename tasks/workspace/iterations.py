@@ -9,7 +9,7 @@ from pathlib import Path
 from tasks.audit.report import pass_at_k_entry
 from tasks.config.loading import load_recipe, recipe_to_yaml
 from tasks.metrics.costs import iteration_cost
-from tasks.numerics import record as numerics_record
+from tasks.numerics.state import record as numerics_record
 from tasks.pipeline import BASELINE, IterationVars, history_for, read_iteration_vars, write_iteration_vars
 from tasks.placement.dispatch import dispatched_device
 from tasks.workspace.atomic import read_json, write_json, write_text
