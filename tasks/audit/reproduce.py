@@ -43,7 +43,7 @@ def stages_of(it: str) -> list[str]:
     return list(BOOTSTRAP_STAGES) if it == "0000" else list(ITERATION_STAGES)
 
 
-def check_provenance(record: dict, allow_version_drift: bool) -> list[str]:
+def check_provenance(record: dict, allow_version_drift: bool, in_process: bool = False) -> list[str]:
     """Errors for an unknown code revision or drifted packages; warnings for a different revision."""
     notes = []
     commit = (record.get("code") or {}).get("commit")
@@ -64,13 +64,15 @@ def check_provenance(record: dict, allow_version_drift: bool) -> list[str]:
                                     fix="install the recorded versions, or pass --allow-version-drift.")
         warnings.warn(f"package versions differ: {text}", stacklevel=2)
         notes.append(f"package versions differ: {text}")
-    return notes + check_numerics(record, allow_version_drift)
+    return notes + check_numerics(record, allow_version_drift, in_process)
 
 
-def check_numerics(record: dict, allow_drift: bool) -> list[str]:
+def check_numerics(record: dict, allow_drift: bool, in_process: bool = False) -> list[str]:
     """Say before anything runs whether this machine can give the recorded bits, and why (the machine
     fingerprint against the CPU path the run recorded; tasks/numerics/fingerprint.py). Thread counts are
-    pinned to the recorded values anywhere; a CPU or GPU that cannot give the bits is refused."""
+    pinned to the recorded values anywhere; a CPU or GPU that cannot give the bits is refused.
+    `in_process`: the workspace runs its stages in this process (numerics.isolate_stages false), so a
+    record without a path is re-run on this process's kernels."""
     from tasks.config.recipe import NumericsConfig
     from tasks.numerics.fingerprint import bits_can_match
     from tasks.numerics.state import record as numerics_here
@@ -79,6 +81,10 @@ def check_numerics(record: dict, allow_drift: bool) -> list[str]:
     if not recorded:
         return []
     here = numerics_here(NumericsConfig(cpu_path=recorded.get("cpu_path")))
+    if in_process and not recorded.get("cpu_path"):
+        import torch
+
+        here["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     notes = []
     if recorded.get("cores") != here["cores"]:
         notes.append(f"this machine has {here['cores']} cores, the recorded run {recorded.get('cores')}: stages are "
