@@ -9,6 +9,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# Before anything loads torch: bench processes compute on the CPU path `flywheel` uses (portable unless
+# FLYWHEEL_CPU_PATH=native), so in-process training here gives the bits a stage process would.
+import flywheel  # noqa: F401,E402
+
 SHARED = ("data/prompts", "models/base", "models/0000", "data/iterations/0000")  # the bootstrap's outputs
 
 

@@ -16,7 +16,7 @@ import yaml
 
 from tasks.config.loading import load_recipe
 from tasks.config.recipe import Recipe, TrainConfig
-from tasks.numerics.state import pin
+from tasks.numerics.state import enter_path, pin
 from tasks.seeds import derive_seed
 from tasks.workspace.atomic import read_json
 from tasks.workspace.layout import Layout
@@ -216,13 +216,14 @@ def run_stage(layout: Layout, stage: str, it: str | None = None, shard_runner=No
 
     `shard_runner` (tasks.placement.shards.ShardRunner) maps a sharded stage's shards over workers; the flow
     and `flywheel stage` hand the Dask one (flows/sharded.py). Without it they run in this process."""
-    fns = _stage_fns(shard_runner)
-    if stage not in fns:
-        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(fns)}")
+    if stage not in BOOTSTRAP_STAGES + ITERATION_STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(BOOTSTRAP_STAGES + ITERATION_STAGES)}")
     v = read_iteration_vars(layout).get(it) if it else None
     if stage in ITERATION_STAGES and v is None:
         raise ValueError(f"iteration {it!r} is not declared in {layout.iterations_vars.name}")
     recipe = stage_recipe(layout, it if stage in ITERATION_STAGES else None)
+    enter_path(recipe.numerics)  # a process that has not loaded torch yet takes the workspace's CPU path
+    fns = _stage_fns(shard_runner)
     pin(recipe.numerics)  # whatever ran before in this process
     return fns[stage](layout, recipe, it, v)
 

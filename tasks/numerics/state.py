@@ -84,6 +84,16 @@ def native_capability(flags: list[str]) -> str:
     return "AVX2" if all(f in flags for f in ("avx2", "fma")) else "DEFAULT"
 
 
+def enter_path(cfg: NumericsConfig) -> None:
+    """Put this process on the workspace's CPU path while that is still possible (torch not loaded):
+    `flywheel stage` under `dvc repro` then computes a native workspace natively, whatever `flywheel`
+    set at import. Once torch is loaded, `check_path` refuses a mismatch instead."""
+    import sys
+
+    if cfg.cpu_path is not None and "torch" not in sys.modules:
+        portable.apply(portable.cpu_path_env(cfg.cpu_path))
+
+
 def check_path(cfg: NumericsConfig) -> None:
     """A stage run in an already-started process computes on whatever kernels that process loaded torch
     with; refuse to compute a workspace's portable stage on native kernels, or the other way round."""

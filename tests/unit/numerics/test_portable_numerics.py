@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -83,3 +84,24 @@ def test_the_environment_table_is_all_or_nothing():
     assert portable.path_in_force(partial) == "native"
     with pytest.raises(ValueError):
         portable.cpu_path_env("avx9000")
+
+
+def test_flywheel_stage_takes_its_workspaces_path_before_torch_loads(tmp_path):
+    """Under `dvc repro` a stage runs inside `flywheel stage`, whose import put the process on the
+    portable path; a native workspace's stage switches it back while torch is not loaded yet."""
+    import yaml
+
+    from tests.conftest import MICRO_RECIPE
+
+    (tmp_path / "flywheel.yaml").write_text(yaml.safe_dump({**MICRO_RECIPE, "numerics": {"cpu_path": "native"}}))
+    code = ("import flywheel, os, json; from pathlib import Path; from tasks.pipeline import run_stage; "
+            "from tasks.workspace.layout import Layout; run_stage(Layout(Path(os.environ['WS'])), 'prepare'); "
+            "import torch; from tasks.numerics.fingerprint import cpu; from tasks.numerics.state import native_capability; "
+            "print(json.dumps([os.environ.get('MKL_CBWR'), torch.backends.cpu.get_cpu_capability(), "
+            "native_capability(cpu()['flags'])]))")
+    env = {k: v for k, v in os.environ.items() if k not in portable.CPU_PATH_ENV}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "WS": str(tmp_path)}, capture_output=True,
+                         text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    cbwr, capability, native = json.loads(out.stdout.strip().splitlines()[-1])
+    assert cbwr is None and capability == native
