@@ -32,28 +32,171 @@ def locate(path: str) -> Path:
     return in_repo if in_repo.exists() else p
 
 
+# What a file's first bytes say it is, when it is not what its name says (checked in this order)
+MAGIC = ((b"\x1f\x8b", "gzip-compressed bytes"), (b"PK\x03\x04", "a zip archive"),
+         (b"\x28\xb5\x2f\xfd", "zstd-compressed bytes"), (b"BZh", "bzip2-compressed bytes"),
+         (b"\xfd7zXZ\x00", "xz-compressed bytes"), (b"PAR1", "Parquet bytes"))
+UNPACK = {"gzip-compressed bytes": "gunzip -c {f} > {s}.unpacked.jsonl", "a zip archive": "unzip {f}",
+          "zstd-compressed bytes": "zstd -dc {f} > {s}.unpacked.jsonl",
+          "bzip2-compressed bytes": "bzip2 -dc {f} > {s}.unpacked.jsonl",
+          "xz-compressed bytes": "xz -dc {f} > {s}.unpacked.jsonl", "Parquet bytes": "mv {f} {s}.parquet"}
+HEAD_BYTES = 4096
+TO_JSONL = ("`python -c \"import polars as pl; pl.read_{kind}('{f}'{opt}).write_ndjson('{s}.lines.jsonl')\"`, "
+            "then point prompts.source.path at {s}.lines.jsonl")
+
+
+def _kind_of_path(where: Path) -> str | None:
+    """What a path that is not a regular file is, in words (None when it is a regular file)."""
+    import stat
+
+    try:
+        mode = where.stat().st_mode
+    except OSError:
+        return None if where.is_file() else "missing"
+    if stat.S_ISREG(mode):
+        return None
+    return ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+            "not a regular file")
+
+
+def _sniff(where: Path, path: str) -> None:
+    """Refuse, naming what was found and the exact fix, a file whose first bytes show it is not the
+    format its name says: compressed or Parquet bytes, a byte-order mark, a JSON array, CSV."""
+    import shlex
+
+    with where.open("rb") as fh:
+        head = fh.read(HEAD_BYTES)
+    f, stem = shlex.quote(str(path)), shlex.quote(str(Path(path).with_suffix("")))
+    parquet = where.suffix == ".parquet"
+    for magic, what in MAGIC:
+        if head.startswith(magic) and not (parquet and magic == b"PAR1"):
+            fix = UNPACK[what].format(f=f, s=stem)
+            fix = f"decompress it first: `{fix}`" if "compressed" in what else f"`{fix}`"
+            raise InputDataError(f"holds {what}, not {'Parquet' if parquet else 'JSON lines'}.", file=path,
+                                 fix=f"{fix}, then point prompts.source.path at the result.")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InputDataError("is UTF-16 text (it starts with a UTF-16 byte-order mark).", file=path,
+                             fix=f"re-encode it as UTF-8: `iconv -f UTF-16 -t UTF-8 {f} > {stem}.utf8.jsonl`.")
+    if head.startswith(b"\xef\xbb\xbf"):
+        raise InputDataError("starts with a UTF-8 byte-order mark (BOM), which JSON lines do not allow.",
+                             file=path, fix=f"remove the first three bytes: `sed -i '1s/^\\xEF\\xBB\\xBF//' {f}` "
+                             "(or save as 'UTF-8' rather than 'UTF-8 with BOM').")
+    if parquet:
+        if not head.startswith(b"PAR1"):
+            what = "JSON lines" if head.lstrip()[:1] == b"{" else "no Parquet header"
+            fix = f"`mv {f} {stem}.jsonl`" if what == "JSON lines" else "write it again with a Parquet writer"
+            raise InputDataError(f"is not Parquet (it holds {what}).", file=path, fix=f"{fix}.")
+        return
+    first = head.lstrip(b" \t\r\n")[:1]
+    if first == b"[":
+        raise InputDataError("holds one JSON array; a JSON-lines file holds one JSON object per line.", file=path,
+                             fix=f"`jq -c '.[]' {f} > {stem}.lines.jsonl`, or "
+                                 + TO_JSONL.format(kind="json", f=path, opt="", s=Path(path).with_suffix("")) + ".")
+    if first and first != b"{":
+        line = head.split(b"\n", 1)[0].rstrip(b"\r")
+        text = line.decode("utf-8", "replace")
+        if any(sep in text for sep in (",", "\t", ";")) and '{' not in text and "\x00" not in text:
+            shown = text if len(text) <= 60 else text[:57] + "..."
+            kind = "tab-separated values" if "\t" in text else "CSV"
+            raise InputDataError(f"holds {kind} (line 1: {shown!r}), not JSON lines.", file=path,
+                                 fix=TO_JSONL.format(kind="csv", f=path, s=Path(path).with_suffix(""),
+                                                     opt="" if kind == "CSV" else ", separator='\\t'") + ".")
+        shown = line[:40].decode("utf-8", "replace")
+        raise InputDataError(f"cannot be read: line 1 is not a JSON object (it starts with {shown!r}).", file=path,
+                             fix="write one JSON object per line, such as {\"text\": \"...\", \"answer\": \"...\"}.")
+
+
+def _utf8_error(err: UnicodeDecodeError, where: Path, path: str) -> InputDataError:
+    with where.open("rb") as fh:
+        before = fh.read(err.start)
+    line = before.count(b"\n") + 1
+    bad = err.object[err.start:err.start + 1].hex()
+    return InputDataError(f"not valid UTF-8 (byte 0x{bad} on line {line}; latin-1 or Windows-1252 text?).",
+                          file=path, fix=f"re-encode the file as UTF-8, e.g. `iconv -f LATIN1 -t UTF-8 "
+                          f"{path} > {Path(path).with_suffix('')}.utf8.jsonl` when it is latin-1.")
+
+
+def _text_columns(df: pl.DataFrame) -> pl.DataFrame:
+    """The shapes other tools write for text: pandas `category` and Arrow dictionary columns arrive
+    as Categorical (or Enum); read them as the strings they hold."""
+    cats = [c for c, t in df.schema.items() if isinstance(t, pl.Categorical | pl.Enum)]
+    return df.with_columns(pl.col(cats).cast(pl.String)) if cats else df
+
+
 def read_prompt_file(path: str, field: str = "prompts.source.path") -> pl.DataFrame:
-    """A Parquet or JSON-lines file as a frame; any reading failure is one line naming the file."""
+    """A Parquet or JSON-lines file as a frame; any reading failure is one line naming the file,
+    what was found and the fix."""
     where = locate(path)
-    if not where.is_file():
+    kind = _kind_of_path(where)
+    if kind == "missing" and where.is_symlink():
+        raise InputDataError(f"is a symbolic link to {where.readlink()}, which does not exist.", file=path,
+                             field=field, fix="restore the file it points to, or point the recipe at the file itself.")
+    if kind == "missing":
         raise InputDataError("file not found.", file=path, field=field,
                              fix="point it at an existing .parquet or .jsonl file.")
+    if kind == "a folder":
+        inside = sorted(p.name for p in where.glob("*") if p.suffix in (".parquet", ".jsonl"))[:3]
+        hint = f" (it holds {', '.join(inside)})" if inside else ""
+        raise InputDataError(f"is a folder, not a file{hint}.", file=path, field=field,
+                             fix="point it at one .parquet or .jsonl file, or give one per split: "
+                                 "{train: a.jsonl, test: b.jsonl}.")
+    if kind is not None:
+        raise InputDataError(f"is {kind}, not a regular file.", file=path, field=field,
+                             fix="save the prompts to a .parquet or .jsonl file and point the recipe at it.")
+    if where.suffix not in (".parquet", ".jsonl", ".json"):
+        raise InputDataError(f"unsupported file type '{where.suffix}'.", file=path, fix="use .parquet or .jsonl.")
     if where.stat().st_size == 0:
         raise InputDataError("file is empty.", file=path, fix="add prompts to the file.")
+    _sniff(where, path)
     try:
         if where.suffix == ".parquet":
-            return pl.read_parquet(where)
-        if where.suffix in (".jsonl", ".json"):
+            return _text_columns(pl.read_parquet(where))
+        try:
             where.read_text(encoding="utf-8")  # fail early on a wrong encoding
-            return pl.read_ndjson(where, infer_schema_length=None)
-    except UnicodeDecodeError:
-        raise InputDataError("not valid UTF-8.", file=path, fix="re-encode the file as UTF-8.") from None
-    except Exception as exc:  # polars raises several types for malformed files
+        except UnicodeDecodeError as err:
+            raise _utf8_error(err, where, path) from None
+        return pl.read_ndjson(where, infer_schema_length=None)
+    except InputDataError:
+        raise
+    except BaseException as exc:  # polars raises several types for malformed files, and panics
+        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+            raise
         if where.suffix != ".parquet":
             _mixed_json_types(path)
-        raise InputDataError(f"cannot be read ({type(exc).__name__}).", file=path,
-                             fix="check that it is valid Parquet or JSON lines.") from None
-    raise InputDataError(f"unsupported file type '{where.suffix}'.", file=path, fix="use .parquet or .jsonl.")
+            _first_bad_line(where, path)
+        raise InputDataError(f"cannot be read ({type(exc).__name__}: {_first_line(exc)}).", file=path,
+                             fix="check that it is valid Parquet or JSON lines (one JSON object per line).") from None
+
+
+def _first_bad_line(where: Path, path: str) -> None:
+    """The first line that is not one JSON object, named with Python's reason (one linear pass)."""
+    import json
+
+    with where.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                value = json.loads(raw)
+            except RecursionError:
+                reason = "nested too deeply"
+            except ValueError as err:
+                reason = str(err).split(":", 1)[0]
+            else:
+                if isinstance(value, dict):
+                    continue
+                reason = f"it holds {type(value).__name__ if value is not None else 'null'}, not an object"
+            raise InputDataError(f"cannot be read: line {number} is not a JSON object ({reason}).", file=path,
+                                 fix="write one JSON object per line, such as {\"text\": \"...\", \"answer\": \"...\"}.")
+
+
+def _first_line(exc: BaseException, limit: int = 120) -> str:
+    from tasks.workspace.secrets import redact
+
+    text = str(exc)[:4 * limit].strip().split("\n", 1)[0]
+    text = redact(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _mixed_json_types(path: str) -> None:

@@ -43,18 +43,54 @@ def _repo(root: Path) -> Iterator:
         yield repo
 
 
+# DVC's names for the user and password a URL's userinfo holds, by scheme (its remote options)
+_CREDENTIAL_KEYS = {"https": ("user", "password"), "http": ("user", "password"), "ssh": ("user", "password"),
+                    "webdav": ("user", "password"), "webdavs": ("user", "password"),
+                    "s3": ("access_key_id", "secret_access_key")}
+
+
 def init_repos(root: Path, remote_url: str) -> None:
-    """git init + dvc init, autostage on, analytics off, a default remote."""
+    """git init + dvc init, autostage on, analytics off, a default remote.
+
+    The config files are written as UTF-8 here rather than through DVC's `config.edit()`, whose
+    writer (configobj) encodes as ASCII whatever the locale: a workspace under a folder named with
+    non-ASCII letters failed there. Credentials in the URL never reach the committed `.dvc/config`:
+    user and password go to `.dvc/config.local` (git-ignored), anything else is refused."""
     from dvc.repo import Repo
 
+    from tasks.workspace.secrets import has_credentials, redact, strip_credentials
+
+    url, local = remote_url, {}
+    if has_credentials(remote_url):
+        url, user, password = strip_credentials(remote_url)
+        keys = _CREDENTIAL_KEYS.get(remote_url.split("://", 1)[0].lower())
+        if keys is None or has_credentials(url):
+            raise WorkspaceError(f"the remote {redact(remote_url)} embeds credentials that cannot be kept "
+                                 "out of the workspace's history.", field="remote.url",
+                                 fix="give the URL without them and set them with "
+                                 "`dvc remote modify --local origin KEY VALUE` inside the workspace.")
+        local = {k: v for k, v in zip(keys, (user, password), strict=True) if v is not None}
     git(root, "init", "-q", "-b", "main")
-    repo = Repo.init(str(root))
-    with repo.config.edit() as conf:
-        conf["core"]["autostage"] = True
-        conf["core"]["analytics"] = False
-        conf["core"]["remote"] = "origin"
-        conf["remote"]["origin"] = {"url": remote_url}
-    repo.close()
+    Repo.init(str(root)).close()
+    _write_dvc_config(root / ".dvc" / "config", {"core": {"autostage": "True", "analytics": "False",
+                                                          "remote": "origin"},
+                                                 'remote "origin"': {"url": url}})
+    if local:
+        _write_dvc_config(root / ".dvc" / "config.local", {'remote "origin"': local})
+    Repo(str(root)).close()  # DVC reads and validates what was written
+
+
+def _write_dvc_config(path: Path, sections: dict[str, dict[str, str]]) -> None:
+    """Merge `sections` into a DVC config file, written as UTF-8 (DVC reads it back as text)."""
+    from configobj import ConfigObj
+
+    conf = ConfigObj(str(path) if path.is_file() else None, encoding="utf-8", indent_type="    ")
+    for name, values in sections.items():
+        conf.setdefault(name, {}).update(values)
+    conf.filename = str(path)
+    conf.write()
+    if path.name == "config.local":
+        path.chmod(0o600)
 
 
 def stage_target(root: Path, stage: str) -> str:
