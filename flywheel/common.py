@@ -58,13 +58,14 @@ def fail(err: BaseException, log: Path | None = None) -> NoReturn:
     """Report an error and exit. An expected failure (the FlywheelError family) is one `error:`
     line and its exit code; anything else is a bug: its traceback, then the line, exit 1."""
     from tasks.errors import FlywheelError
+    from tasks.workspace.secrets import redact  # a URL's password must not reach the console either
 
     if isinstance(err, FlywheelError):
-        typer.secho(f"error: {err}", fg="red", err=True)
+        typer.secho(f"error: {redact(str(err))}", fg="red", err=True)
         raise typer.Exit(err.exit_code)
-    typer.echo("".join(traceback.format_exception(err)).rstrip(), err=True)
+    typer.echo(redact("".join(traceback.format_exception(err)).rstrip()), err=True)
     where = f" The run's full log: {log}" if log else ""
-    typer.secho(f"error: unexpected {type(err).__name__}: {err} (a bug: please report it with the traceback "
+    typer.secho(f"error: unexpected {type(err).__name__}: {redact(str(err))} (a bug: please report it with the traceback "
                 f"above).{where}", fg="red", err=True)
     raise typer.Exit(1)
 

@@ -30,7 +30,9 @@ def init(directory: Annotated[Path, typer.Argument(help="New or empty folder for
             layout = init_workspace(directory, recipe)
     except Exception as err:  # noqa: BLE001
         fail(err)
-    typer.echo(f"Workspace ready at {layout.root}. Run: flywheel run --workspace {directory}")
+    import shlex
+
+    typer.echo(f"Workspace ready at {layout.root}. Run: flywheel run --workspace {shlex.quote(str(directory))}")
 
 
 def run(workspace: WorkspaceOpt = None, config: ConfigOpt = None,

@@ -39,7 +39,9 @@ def check_remote(url: str | None, workspace: Path, *, must_exist: bool = False) 
         raise ConfigError(f"unsupported remote scheme '{scheme}://'.", field="remote.url",
                           fix=f"use a local folder or one of {sorted(set(REMOTE_PLUGINS))}.")
     if importlib.util.find_spec(plugin) is None:
-        raise ConfigError(f"remote {url} needs the DVC plugin {plugin.replace('_', '-')}.", field="remote.url",
+        from tasks.workspace.secrets import redact
+
+        raise ConfigError(f"remote {redact(url)} needs the DVC plugin {plugin.replace('_', '-')}.", field="remote.url",
                           fix=f"pip install {plugin.replace('_', '-')}.")
 
 
