@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from tasks.config.base import _Model
+from tasks.config.ranges import PseudoCount, Share
 
 # Hint-pass rows start their sample_idx here (tasks/sampling/hints.py), so first-pass indices stay below it.
 HINT_IDX_BASE = 1000
@@ -20,8 +21,8 @@ class AllocationConfig(_Model):
                                                        "prompts x generate.k (the uniform run's budget)")
     k_min: int = Field(2, ge=1, description="fewest samples a pool prompt gets")
     k_max: int = Field(32, ge=1, lt=HINT_IDX_BASE, description="most samples a pool prompt gets")
-    prior_strength: float = Field(4.0, ge=0, description="pseudo-samples of the per-difficulty prior in p_hat "
+    prior_strength: PseudoCount = Field(4.0, description="pseudo-samples of the per-difficulty prior in p_hat "
                                                          "(0: the prompt's own rate alone)")
-    p_floor: float = Field(0.01, gt=0, lt=0.5, description="p_hat is clipped to [p_floor, 1 - p_floor], so a "
+    p_floor: Share = Field(0.01, gt=0, lt=0.5, description="p_hat is clipped to [p_floor, 1 - p_floor], so a "
                                                            "prompt never solved still earns some samples")
 

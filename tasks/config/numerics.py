@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from tasks.config.base import _Model
+from tasks.config.ranges import Threads
 
 
 class NumericsConfig(_Model):
@@ -14,9 +15,9 @@ class NumericsConfig(_Model):
     each stage process starts with them, `flywheel init` freezes 'auto' to this machine's cores, and
     `flywheel reproduce` applies the recorded values, whatever machine it runs on."""
 
-    threads: int | Literal["auto"] = Field(
+    threads: Threads | Literal["auto"] = Field(
         "auto", description="intra-op threads (torch, OpenMP, MKL); 'auto': this machine's cores, frozen at init")
-    interop_threads: int | Literal["auto"] = Field("auto", description="torch inter-op threads; 'auto' as above")
+    interop_threads: Threads | Literal["auto"] = Field("auto", description="torch inter-op threads; 'auto' as above")
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms (errors where an op has "
                                                    "no deterministic kernel)")
     flush_denormal: bool = Field(False, description="flush denormal floats to zero")

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from tasks.config.base import _Model
+from tasks.config.ranges import Seconds
 
 
 class ScaleConfig(_Model):
@@ -38,8 +39,8 @@ class StageDispatch(_Model):
         default_factory=dict, description="per-run overrides of the work pool's job template, e.g. "
                                           "{env: {CUDA_VISIBLE_DEVICES: '0'}}; never credentials (the recipe is in git)")
     work_queue: str | None = Field(None, description="a queue of the pool, e.g. one per GPU type")
-    timeout_s: float = Field(6 * 3600, gt=0, description="wait this long for the worker, then cancel its run")
-    poll_interval_s: float = Field(5, gt=0, description="how often to poll the worker run's state")
+    timeout_s: Seconds = Field(6 * 3600, description="wait this long for the worker, then cancel its run")
+    poll_interval_s: Seconds = Field(5, description="how often to poll the worker run's state")
 
     @field_validator("job_variables")
     @classmethod

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from tasks.config.base import _Model
+from tasks.config.ranges import Count, Share
 
 SPLITS = ("seed", "train", "probe", "test")  # tasks.data.schema.SPLITS, without importing Polars here
 
@@ -16,7 +18,7 @@ class ArithSource(_Model):
 
     type: Literal["arith"] = "arith"
     seed_size: int = Field(1000, ge=1, description="labelled warm-up examples")
-    seed_mix: list[float] = Field(
+    seed_mix: list[Share] = Field(
         [0.45, 0.40, 0.10, 0.05],
         description="share of seed examples with 1, 2, 3, 4 steps; the few 4-step ones matter")
     train_size_per_steps: int = Field(
@@ -27,10 +29,18 @@ class ArithSource(_Model):
     max_start: int = Field(9, ge=2, le=10_000, description="largest starting quantity")
     max_operand: int = Field(9, ge=1, le=10_000, description="largest number added or taken away")
 
+    @field_validator("seed_mix", mode="before")
+    @classmethod
+    def _mix_of_shares(cls, v: object) -> object:
+        # one message for a mix out of range, before each share's own check names an item
+        if isinstance(v, list) and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v):
+            cls._mix_sums_to_one(v)
+        return v
+
     @field_validator("seed_mix")
     @classmethod
     def _mix_sums_to_one(cls, v: list[float]) -> list[float]:
-        if not v or any(x < 0 for x in v) or abs(sum(v) - 1.0) > 1e-6:
+        if not v or any(not math.isfinite(x) or x < 0 for x in v) or abs(sum(v) - 1.0) > 1e-6:
             raise ValueError("must be non-negative shares that sum to 1")
         return v
 
@@ -63,7 +73,7 @@ class FileSource(_Model):
     answer_column: str | None = "answer"
     split_column: str = Field("split", description="values: seed, train, probe, test; read only from a single "
                                                    "file without `splits`")
-    splits: dict[str, float | int] | None = Field(None, description=CARVE_DOC)
+    splits: dict[str, Annotated[Share, Field(lt=1)] | Count] | None = Field(None, description=CARVE_DOC)
     difficulty_column: str | None = None
     extra_columns: list[str] = Field(
         default_factory=list, description="other columns the file may carry (ignored); any column not mapped "
@@ -92,7 +102,8 @@ class FileSource(_Model):
         for split, x in v.items():
             if split not in ("seed", "probe", "test"):
                 raise ValueError(f"cannot carve {split!r}: carve seed, probe and test (the rest is train)")
-            if isinstance(x, bool) or not isinstance(x, int | float) or x < 0 or (isinstance(x, float) and x >= 1):
+            if (isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) or x < 0
+                    or (isinstance(x, float) and x >= 1)):
                 raise ValueError(f"{split}: {x!r} is neither a share (0 < x < 1, e.g. 0.2) nor a count "
                                  "(a whole number, e.g. 64)")
         if isinstance(v.get("test"), int) and v["test"] > 0:

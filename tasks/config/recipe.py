@@ -15,6 +15,8 @@ from tasks.config.base import _Model
 # The section models live in their own modules; importing them from here keeps one entry point.
 from tasks.config.numerics import NumericsConfig  # noqa: F401
 from tasks.config.placement import DispatchConfig, ScaleConfig, StageDispatch  # noqa: F401
+from tasks.config.ranges import (Difficulty, Gigabytes, LearningRate, PositiveCount, SamplingTemperature, Score,
+                                 Seconds, Share, StepCount, Temperature, Threshold, Weight)
 from tasks.config.prompts import ArithSource, FileSource, HubSource, MBPPSource, PromptsConfig  # noqa: F401
 from tasks.config.sampling import HintsConfig  # noqa: F401
 from tasks.config.train import DPOSettings, LaunchConfig, LoraConfig, TrainConfig, WarmupConfig  # noqa: F401
@@ -29,7 +31,7 @@ class TinyLlamaInit(_Model):
     num_layers: int = Field(4, ge=1)
     num_heads: int = Field(4, ge=1)
     num_kv_heads: int = Field(2, ge=1)
-    head_dim: int = Field(32, description="32 so vLLM's CPU attention can load the model")
+    head_dim: int = Field(32, ge=1, le=1024, description="32 so vLLM's CPU attention can load the model")
     intermediate_size: int = Field(256, ge=8)
     max_position_embeddings: int = Field(256, ge=32)
 
@@ -77,7 +79,7 @@ class PoolConfig(_Model):
     """Which unlabelled training prompts each iteration samples."""
 
     prompts_per_iteration: int | None = Field(800, ge=1, description="None: the whole pool")
-    difficulty_schedule: list[list[int]] | None = Field(
+    difficulty_schedule: list[list[Difficulty]] | None = Field(
         [[2, 3], [2, 3, 4], [3, 4]],
         description="allowed difficulties per iteration (easy to hard); the last entry repeats")
 
@@ -87,11 +89,11 @@ class VLLMConfig(_Model):
 
     tensor_parallel_size: int = Field(1, ge=1)
     data_parallel_size: int = Field(1, ge=1)
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    gpu_memory_utilization: Share = Field(0.85, gt=0, description="share of the GPU's memory vLLM may take")
     max_model_len: int | None = Field(None, ge=16, description="default: the model's own limit")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     enforce_eager: bool = Field(False, description="skip CUDA graphs (always on for CPU)")
-    cpu_kv_cache_gb: float = Field(1.0, gt=0, description="KV cache size on CPU; without it vLLM takes most RAM")
+    cpu_kv_cache_gb: Gigabytes = Field(1.0, description="KV cache size on CPU; without it vLLM takes most RAM")
     reuse_engine: bool = Field(True, description="CPU: keep the engine between stages that sample the same model "
                                                  "(never on GPUs, whose memory training needs)")
 
@@ -99,9 +101,9 @@ class VLLMConfig(_Model):
 class GenerateConfig(_Model):
     backend: Literal["hf", "vllm", "auto"] = Field(
         "auto", description="auto: vLLM when it imports, else HF (logged, and fixed in the workspace at init)")
-    k: int = Field(8, ge=1, description="samples per prompt")
-    temperature: float = Field(0.8, ge=0, description="used when calibration is off")
-    top_p: float = Field(1.0, gt=0, le=1)
+    k: PositiveCount = Field(8, description="samples per prompt")
+    temperature: Temperature = Field(0.8, description="used when calibration is off; 0 is greedy")
+    top_p: Share = Field(1.0, gt=0, description="nucleus sampling: the probability mass sampled from")
     max_new_tokens: int = Field(72, ge=1)
     batch_size: int = Field(64, ge=1, description="prompts per generate() call (HF backend)")
     stop: list[str] = Field(default_factory=list, description="extra stop strings")
@@ -114,7 +116,7 @@ class SandboxLimits(_Model):
 
     cpu_seconds: int = Field(4, ge=1, le=600, description="CPU time of the sample's process (RLIMIT_CPU)")
     memory_mb: int = Field(512, ge=64, le=65_536, description="address space of the sample's process (RLIMIT_AS)")
-    wall_seconds: float = Field(10.0, gt=0, le=3600,
+    wall_seconds: Seconds = Field(10.0, le=3600,
                                 description="wall-clock limit of the whole run; then the sandbox (its PID "
                                             "namespace, so everything in it) is killed")
     file_size_mb: int = Field(16, ge=1, le=4096, description="largest file the sample may write, stderr included "
@@ -136,8 +138,8 @@ class VoteConfig(_Model):
     extractor: Literal["number", "math_verify"] = Field(
         "number", description="what makes two answers equal: the number after 'Answer:' (arithmetic), or "
                               "math-verify's symbolic equivalence (math)")
-    min_agreement: float = Field(
-        0.5, ge=0, le=1, description="share of a prompt's K samples the winning answer needs; below it the "
+    min_agreement: Share = Field(
+        0.5, description="share of a prompt's K samples the winning answer needs; below it the "
                                      "prompt gets no pseudo-label and gives no training data")
     evaluate_with: Literal["arith_chain", "answer_match", "math_verify"] = Field(
         "arith_chain", description="the gold verifier of held-out evaluation (pass@1 stays comparable with a "
@@ -179,7 +181,7 @@ class JudgeConfig(_Model):
                          description="regular expression (Rust regex syntax, as Polars runs it) on the judge's reply "
                                      "whose one group is the score 1-5; a reply it does not match gets no score")
     max_new_tokens: int = Field(4, ge=1, description="length of the judge's reply")
-    temperature: float = Field(0.0, ge=0, description="0: greedy, one deterministic verdict per sample")
+    temperature: Temperature = Field(0.0, description="0: greedy, one deterministic verdict per sample")
     accept: int = Field(4, ge=1, le=5, description="verifier none: the lowest score that counts as correct (pool "
                                                    "metrics and the gate's coverage)")
 
@@ -214,11 +216,11 @@ class RewardConfig(_Model):
     judge: JudgeConfig = Field(JudgeConfig(), description="judge settings (source judge)")
     name_or_path: str | None = Field(None, description="sequence-classification model (source: pretrained)")
     kind: Literal["orm", "prm"] = Field("orm", description="prm: minimum score over the chain's step prefixes")
-    weight: float = Field(0.2, ge=0, description="score = correct + weight * reward; reward lies in [-1, 1]")
+    weight: Weight = Field(0.2, description="score = correct + weight * reward; reward lies in [-1, 1]")
     train_prompts: int = Field(400, ge=1, description="pool prompts sampled from iteration 0 (source: train)")
     train_k: int = Field(4, ge=1)
-    train_steps: int = Field(150, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
+    train_steps: StepCount = Field(150, description="optimizer steps of the reward model (source: train)")
+    learning_rate: LearningRate = Field(1e-3, description="the reward model's learning rate (source: train)")
     batch_size: int = Field(64, ge=1)
 
     @model_validator(mode="after")
@@ -232,8 +234,12 @@ class CalibrateConfig(_Model):
     """B-STaR balancing: pick (temperature, threshold) on the probe set each iteration."""
 
     enabled: bool = False
-    temperatures: list[float] = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]
-    thresholds: list[float] = Field(default_factory=lambda: [round(-1 + i / 100, 2) for i in range(201)])
+    temperatures: list[Temperature] = Field(
+        [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2], min_length=1,
+        description="the temperature grid the probe set is sampled at; at least one")
+    thresholds: list[Threshold] = Field(
+        default_factory=lambda: [round(-1 + i / 100, 2) for i in range(201)], min_length=1,
+        description="the score thresholds swept at each temperature; at least one")
     n_star: int = Field(8, ge=1)
     k: int = Field(8, ge=1)
     # How the hkust-nlp/B-STaR reference code differs; defaults keep this project's choices
@@ -249,7 +255,7 @@ class CalibrateConfig(_Model):
         "none", description="none; balance: each prompt's reference solution joins its candidates in every "
                             "balance computation, as a correct sample scoring reference_score (the reference "
                             "code); train: it is also a candidate for the selected set")
-    reference_score: float = Field(1.0, description="the score an injected reference solution gets")
+    reference_score: Score = Field(1.0, description="the score an injected reference solution gets")
 
     def reference_options(self) -> dict[str, str]:
         """The three reference-code options that differ from their defaults (empty for the default recipe)."""
@@ -264,19 +270,19 @@ REFERENCE_OPTION_DEFAULTS = {"average_over": "all", "threshold_from": "probe", "
 class CheckConfig(_Model):
     """Data gate thresholds (Great Expectations suites); a failing gate stops the iteration before training."""
 
-    min_coverage: float = Field(0.01, ge=0, le=1, description="share of pool prompts with a correct sample")
+    min_coverage: Share = Field(0.01, description="share of pool prompts with a correct sample")
     min_selected: int = Field(1, ge=0, description="fewest training examples worth a fine-tune")
-    max_truncation_rate: float = Field(0.9, ge=0, le=1, description="share of samples cut at max_new_tokens")
-    max_duplicate_rate: float = Field(0.95, ge=0, le=1,
+    max_truncation_rate: Share = Field(0.9, description="share of samples cut at max_new_tokens")
+    max_duplicate_rate: Share = Field(0.95,
                                       description="share of samples repeating another sample of the same prompt")
-    max_missing_answer_rate: float = Field(0.99, ge=0, le=1, description="share of samples with no final answer")
-    min_distinct_correct_ratio: float = Field(0.0, ge=0, le=1, description="collapse guard")
-    min_balance_score: float = Field(0.0, ge=0, le=1)
-    max_repetition_rate: float = Field(0.9, ge=0, le=1, description="repeated n-grams inside samples")
-    min_pseudo_label_coverage: float = Field(
-        0.0, ge=0, le=1, description="majority_vote: share of pool prompts whose vote reached min_agreement")
-    min_pseudo_label_agreement: float = Field(
-        0.0, ge=0, le=1, description="majority_vote: mean share of K agreeing with the pseudo-label, over "
+    max_missing_answer_rate: Share = Field(0.99, description="share of samples with no final answer")
+    min_distinct_correct_ratio: Share = Field(0.0, description="collapse guard")
+    min_balance_score: Share = Field(0.0, description="balance score the calibrated pair must reach")
+    max_repetition_rate: Share = Field(0.9, description="repeated n-grams inside samples")
+    min_pseudo_label_coverage: Share = Field(
+        0.0, description="majority_vote: share of pool prompts whose vote reached min_agreement")
+    min_pseudo_label_agreement: Share = Field(
+        0.0, description="majority_vote: mean share of K agreeing with the pseudo-label, over "
                                      "labelled prompts")
     min_text_chars: int = Field(0, ge=0, description="shortest allowed sample text")
     max_text_chars: int = Field(20_000, ge=1)
@@ -291,14 +297,14 @@ class PairsConfig(_Model):
                                             "incorrect ones (margin: score difference); vote (ScPO): the most-voted "
                                             "answer against the least-voted (margin: difference in vote share of K)")
     max_per_prompt: int = Field(1, ge=1, description="pairs kept per prompt")
-    min_margin: float = Field(0.0, ge=0, description="pairs whose chosen-minus-rejected margin is below this are dropped")
+    min_margin: Score = Field(0.0, ge=0, description="pairs whose chosen-minus-rejected margin is below this are dropped")
 
 
 class SelectConfig(_Model):
     mode: Literal["sft", "pairs"] = Field(
         "sft", description="sft: correct samples as chat examples; pairs: chosen/rejected pairs (the table the "
                            "dpo objective trains on), written where the sft examples would be")
-    threshold: float = Field(0.5, description="keep samples with score above this (when calibration is off)")
+    threshold: Threshold = Field(0.5, description="keep samples with score above this (when calibration is off)")
     cap_per_prompt: int = Field(1, ge=1)
     dedup: Literal["exact", "equations"] = "exact"
     pairs: PairsConfig = Field(PairsConfig(), description="pairs settings (mode pairs)")
@@ -306,11 +312,11 @@ class SelectConfig(_Model):
 
 class EvaluateConfig(_Model):
     k: int = Field(8, ge=1, description="samples per test prompt for pass@k")
-    temperature: float = Field(0.8, gt=0)
+    temperature: SamplingTemperature = Field(0.8, description="sampling temperature of the pass@k samples")
 
 
 class PromoteConfig(_Model):
-    tolerance: float = Field(0.02, ge=0, le=1, description="allowed drop in held-out pass@1")
+    tolerance: Share = Field(0.02, description="allowed drop in held-out pass@1")
 
 
 class RemoteConfig(_Model):
@@ -330,7 +336,7 @@ class RemoteConfig(_Model):
 
 class RunConfig(_Model):
     name: str = Field("flywheel", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds every random choice of the run")
     iterations: int = Field(3, ge=1, description="iterations per `flywheel run`")
 
 

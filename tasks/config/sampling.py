@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from tasks.config.base import _Model
+from tasks.config.ranges import Share
 
 
 def _needs(template: str, *placeholders: str) -> str:
@@ -38,7 +39,7 @@ class PartialHint(_Model):
         "arith", description="arith: the first steps recomputed from the problem text (the arith generator's "
                              "grammar; tasks/data/arith.py); target: the first sentences of the prompt's "
                              "reference solution, where prompts.parquet keeps one")
-    share: float = Field(0.5, gt=0, lt=1, description="share of the steps revealed, rounded up; at least one, "
+    share: Share = Field(0.5, gt=0, lt=1, description="share of the steps revealed, rounded up; at least one, "
                                                       "never all (a one-step problem gets no partial hint)")
     placement: Literal["prefill", "prompt"] = Field(
         "prefill", description="prefill: the steps start the assistant turn and the sample's text is those steps "
@@ -82,7 +83,7 @@ class HintsConfig(_Model):
                                               "problem of two or more steps)")
     max_prompts: int | None = Field(None, ge=1, description="most prompts hinted per iteration: the fewest "
                                                             "correct first, then by prompt_id; None: all")
-    reserve: float = Field(0.0, ge=0, lt=1, description="with adaptive K (allocation.enabled): the share of "
+    reserve: Share = Field(0.0, lt=1, description="with adaptive K (allocation.enabled): the share of "
                                                         "allocation.budget kept for this pass, k per prompt until "
                                                         "it is spent; 0, or allocation off: the pass adds its "
                                                         "samples to the first pass's")

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tasks.config.base import _Model
+from tasks.config.ranges import LearningRate, Share, StepCount, Weight
 
 
 class LoraConfig(_Model):
@@ -14,7 +15,7 @@ class LoraConfig(_Model):
 
     r: int = Field(16, ge=1, description="adapter rank")
     alpha: int = Field(32, ge=1, description="scaling numerator: updates are scaled by alpha / r")
-    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
+    dropout: Share = Field(0.05, lt=1, description="dropout on the adapter input")
     target_modules: str | list[str] = Field(
         "all-linear", description="module names to adapt, or 'all-linear' (every linear layer but the LM head)")
     quantize: Literal["none", "4bit", "8bit"] = Field(
@@ -51,14 +52,14 @@ class LaunchConfig(_Model):
 class DPOSettings(_Model):
     """Direct preference optimisation with TRL's DPOTrainer (train.objective `dpo`), against the parent."""
 
-    beta: float = Field(0.1, gt=0, description="how far the policy may move from the reference model; higher "
+    beta: Weight = Field(0.1, gt=0, description="how far the policy may move from the reference model; higher "
                                                "keeps it closer")
     loss_type: Literal["sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero",
                        "apo_down", "sigmoid_norm"] = Field(
         "sigmoid", description="TRL's DPO loss: sigmoid is the DPO paper's; ipo, hinge and the others are variants")
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="probability a pair is flipped (robust, cDPO)")
-    sft_weight: float = Field(
-        0.0, ge=0, description="weight of a negative log-likelihood term on the chosen answer, added to the DPO "
+    label_smoothing: Share = Field(0.0, lt=0.5, description="probability a pair is flipped (robust, cDPO)")
+    sft_weight: Weight = Field(
+        0.0, description="weight of a negative log-likelihood term on the chosen answer, added to the DPO "
                                "loss (Iterative RPO; 1.0 in its paper). Pure DPO lowers the chosen answer's "
                                "likelihood too and can unlearn the format; this keeps it. 0: pure DPO")
 
@@ -74,12 +75,12 @@ class TrainConfig(_Model):
 
     mode: Literal["continue", "restart"] = Field(
         "continue", description="continue from the parent (B-STaR) or restart from iteration 0 (ReST-EM)")
-    learning_rate: float = Field(3e-4, gt=0)
-    max_steps: int = Field(120, ge=1)
+    learning_rate: LearningRate = Field(3e-4, description="peak learning rate of the fine-tune")
+    max_steps: StepCount = Field(120, description="optimizer steps per fine-tune")
     batch_size: int = Field(64, ge=1, description="examples per device per optimizer step")
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_ratio: float = Field(0.05, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: Share = Field(0.05, lt=1, description="share of the steps the learning rate ramps up over")
+    weight_decay: Weight = Field(0.0, description="AdamW weight decay")
     include_seed: bool = Field(True, description="mix the labelled seed set into each iteration (objective sft)")
     max_length: int = Field(256, ge=16)
     sampling: Literal["random", "group_by_length"] = Field(
@@ -88,8 +89,8 @@ class TrainConfig(_Model):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 on a GPU that supports it, else fp32 (CPU); bf16/fp16 are mixed precision")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save GPU memory")
-    checkpoint_every: int | None = Field(
-        None, ge=1, description="save a resumable checkpoint every N steps; a re-run after a crash resumes from it")
+    checkpoint_every: StepCount | None = Field(
+        None, description="save a resumable checkpoint every N steps; a re-run after a crash resumes from it")
     fused_loss: bool = Field(
         False, description="TRL's chunked LM-head loss (lower peak memory on large vocabularies); equal to the "
                            "standard loss up to float rounding, so off by default to keep runs bit-identical")
@@ -110,6 +111,7 @@ class WarmupConfig(TrainConfig):
     enabled: bool = True
     objective: Literal["sft"] = Field("sft", description="the warm-up is always SFT on the labelled seed set")
     mode: Literal["continue", "restart"] = "continue"
-    learning_rate: float = 2e-3
-    max_steps: int = 313
+    # the same types as train's, so the same limits: the warm-up once redeclared these without them
+    learning_rate: LearningRate = Field(2e-3, description="peak learning rate of the warm-up")
+    max_steps: StepCount = Field(313, description="optimizer steps of the warm-up")
     include_seed: bool = True
