@@ -104,7 +104,8 @@ def train(steps: int, batch: int, seed: int) -> dict:
 def child(path: str, steps: int, batch: int, seed: int, threads: int) -> dict:
     """One run in a fresh process started with `path`'s environment, as a stage process is."""
     env = portable.apply(portable.cpu_path_env(path), dict(os.environ))
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    # threads sleep while they wait (as in a stage process): spinning ones crawl on a busy machine
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
     cmd = [sys.executable, __file__, "--inner", "--steps", str(steps), "--batch", str(batch), "--seed", str(seed)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     return {"path": path, **json.loads(out.strip().splitlines()[-1])}
