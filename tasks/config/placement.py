@@ -30,6 +30,37 @@ class ScaleConfig(_Model):
                           "workspace and model paths and have flywheel installed")
 
 
+# job_variables are overrides of a work pool's template, a few short entries: a bound on their size
+# keeps the credentials check and every error about them linear and small
+MAX_JOB_VARIABLES_CHARS = 16_384
+
+
+def _within(value: Any, budget: int) -> bool:
+    """Whether `value` (nested lists and mappings) holds at most `budget` characters, counting each key and
+    leaf as its text and each container as two; stops as soon as the budget is spent."""
+    left = budget
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            left -= 2
+            for k, x in v.items():
+                left -= len(str(k)) if isinstance(k, str) else 8
+                stack.append(x)
+                if left < 0:
+                    return False
+        elif isinstance(v, list | tuple):
+            left -= 2
+            if len(v) > budget:
+                return False
+            stack.extend(v)
+        else:
+            left -= len(v) if isinstance(v, str | bytes) else 8
+        if left < 0:
+            return False
+    return True
+
+
 class StageDispatch(_Model):
     """Run one stage on a Prefect work pool (see README: Running training on a GPU work pool)."""
 
@@ -50,7 +81,10 @@ class StageDispatch(_Model):
 
         from tasks.workspace.secrets import has_credentials
 
-        text = json.dumps(v)
+        if not _within(v, MAX_JOB_VARIABLES_CHARS):  # before anything formats or searches it
+            raise ValueError(f"holds more than {MAX_JOB_VARIABLES_CHARS:,} characters; keep the few per-run "
+                             "overrides here and the rest in the work pool's job template")
+        text = json.dumps(v, default=str)
         if re.search(r"(?i)secret|token|password|credential|access_key", text) or has_credentials(text):
             raise ValueError("looks like it carries credentials; configure them on the worker instead")
         return v
