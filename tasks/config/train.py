@@ -82,7 +82,7 @@ class TrainConfig(_Model):
     warmup_ratio: Share = Field(0.05, lt=1, description="share of the steps the learning rate ramps up over")
     weight_decay: Weight = Field(0.0, description="AdamW weight decay")
     include_seed: bool = Field(True, description="mix the labelled seed set into each iteration (objective sft)")
-    max_length: int = Field(256, ge=16)
+    max_length: int = Field(256, ge=16, le=1_048_576, description="longest training example, in tokens")
     sampling: Literal["random", "group_by_length"] = Field(
         "random", description="group_by_length batches examples of similar length: less padding, faster steps")
     lora: LoraConfig | None = Field(None, description="None: full fine-tuning; set to train LoRA/QLoRA adapters")
