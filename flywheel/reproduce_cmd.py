@@ -40,8 +40,8 @@ def reproduce(iteration: Annotated[str, typer.Argument(help="Iteration number, e
         record = load_record(layout.root, it)
         recipe = load_recipe(layout.recipe)
         notes = check_provenance(record, allow_version_drift, in_process=not recipe.numerics.isolate_stages)
-        for note in notes:  # whether the bits can match, before any compute
-            if note.startswith("bits "):
+        for note in notes:  # whether the bits can match, before any compute (verify-only computes nothing)
+            if note.startswith("bits ") and not verify_only:
                 typer.echo(f"note: {note}", err=True)
         with tempfile.TemporaryDirectory(prefix=f"flywheel-reproduce-{it}-") as tmp, dvc_warnings_off(), \
                 isolated_clone(layout.root, it, Path(tmp) / "ws") as clone:
