@@ -17,6 +17,7 @@ import polars as pl
 
 from tasks.config.recipe import SandboxLimits, VerifierConfig
 from tasks.verify.sandbox.checks import plan_tests
+from tasks.verify.sandbox.host import SandboxUnavailable
 from tasks.verify.sandbox.run import SandboxResult, UnsupportedTest, require_sandbox, run_tests
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,21 @@ class CodeTestsVerifier:
         return cls(config.sandbox)
 
     def _run(self, job: tuple[str, list[str]] | None) -> SandboxResult | None:
-        return run_tests(*job, self.limits) if job is not None else None
+        """One sample's verdict. Whatever goes wrong while checking it (a reply this process cannot
+        read, a check that fails to evaluate) is that sample's `error`, never the batch's; only a
+        host that cannot isolate code (SandboxUnavailable) stops the batch."""
+        if job is None:
+            return None
+        try:
+            return run_tests(*job, self.limits)
+        except SandboxUnavailable:
+            raise
+        except UnsupportedTest as exc:  # planned once already; kept for callers that skip the planning
+            return SandboxResult("error", 0.0, f"unsupported tests: {str(exc)[:200]}")
+        except Exception as exc:  # noqa: BLE001 - one sample's failure stays that sample's
+            log.warning("sample graded error: the verifier failed while checking it (%s: %s)",
+                        type(exc).__name__, str(exc)[:200])
+            return SandboxResult("error", 0.0, f"verifier: {type(exc).__name__} while checking the sample")
 
     def verify(self, samples: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
         pairs = (samples.select("prompt_id", extract_code(pl.col("text")).alias("_code"))

@@ -37,7 +37,12 @@ def set_limits(limits):
 
 
 def encode(value):
-    """Plain data as tagged JSON; anything else (subclasses included) as {"opaque": type name}."""
+    """Plain data as tagged JSON; anything else as {"opaque": type name}.
+
+    The standard library's containers and numbers arrive as what they compare equal to: a dict
+    subclass (Counter, OrderedDict, defaultdict) as a dict, a tuple subclass (a namedtuple) as a
+    tuple, a list, set, str, int or float subclass as its base type, bytearray as bytes; deque,
+    range, Fraction and Decimal keep their own tags."""
     kind = type(value)
     if value is None or kind is bool or kind is str:
         return value
@@ -53,10 +58,35 @@ def encode(value):
         return {kind.__name__: [encode(v) for v in value]}
     if kind is dict:
         return {"dict": [[encode(k), encode(v)] for k, v in value.items()]}
-    if kind is bytes:
-        return {"bytes": value.hex()}
+    if kind is bytes or kind is bytearray:
+        return {"bytes": bytes(value).hex()}
     if kind is complex:
         return {"complex": [encode(value.real), encode(value.imag)]}
+    if kind is range:
+        return {"range": [encode(value.start), encode(value.stop), encode(value.step)]}
+    collections, fractions, decimal = (sys.modules.get(m) for m in ("collections", "fractions", "decimal"))
+    if collections is not None and kind is collections.deque:
+        return {"deque": [encode(v) for v in value]}
+    if fractions is not None and kind is fractions.Fraction:
+        return {"fraction": [encode(value.numerator), encode(value.denominator)]}
+    if decimal is not None and kind is decimal.Decimal:
+        return {"decimal": str(value)}
+    if isinstance(value, dict):
+        return {"dict": [[encode(k), encode(v)] for k, v in dict.items(value)]}
+    if isinstance(value, tuple):
+        return {"tuple": [encode(v) for v in tuple.__iter__(value)]}
+    if isinstance(value, list):
+        return [encode(v) for v in list.__iter__(value)]
+    if isinstance(value, frozenset):
+        return {"frozenset": [encode(v) for v in frozenset.__iter__(value)]}
+    if isinstance(value, set):
+        return {"set": [encode(v) for v in set.__iter__(value)]}
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return encode(int.__int__(value))
+    if isinstance(value, float):
+        return encode(float.__float__(value))
     return {"opaque": kind.__name__}
 
 
