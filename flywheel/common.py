@@ -176,8 +176,8 @@ def dask_shards(stage: str, jobs: list, scale) -> list[str]:
     return run_shards(stage, jobs, scale)
 
 
-def print_status(records: list[dict]) -> None:
-    """The iteration table `run` ends with and `status` prints."""
+def print_status(records: list[dict], console=None) -> None:
+    """The iteration table `run` ends with and `status` prints (on `console`, default: the terminal)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -188,12 +188,31 @@ def print_status(records: list[dict]) -> None:
                "test_pass@1": "test_pass@1", "test_pass@k": "test_pass@k", "promoted": "promoted",
                "wall_s": "wall_s", "gen_tokens_per_s": "gen_tok/s", "peak_rss_mb": "peak_MB"}
     whole = ("wall_s", "gen_tokens_per_s", "peak_rss_mb")  # seconds, tokens/s, MB: no decimals
-    table = Table(title="flywheel iterations")
-    for title in columns.values():
-        table.add_column(title)
-    for r in (status_row(r) for r in records):
-        table.add_row(*(f"{r[key]:.0f}" if key in whole and r[key] is not None else _fmt(r[key]) for key in columns))
-    console = Console()
+    # In a narrow terminal these go first (least needed first), so no column is cut to an ellipsis.
+    droppable = ("peak_rss_mb", "gen_tokens_per_s", "parent", "train_coverage", "test_pass@k", "temperature")
+    rows = [status_row(r) for r in records]
+    console = console or Console()
     if not console.is_terminal:
-        console = Console(width=200)  # logs and pipes: never squeeze the columns
+        console = Console(width=200, file=console.file)  # logs and pipes: never squeeze the columns
+
+    def build(keys: list[str]) -> Table:
+        table = Table(title="flywheel iterations")
+        for key in keys:
+            table.add_column(columns[key], no_wrap=True)
+        for r in rows:
+            table.add_row(*(f"{r[k]:.0f}" if k in whole and r[k] is not None else _fmt(r[k]) for k in keys))
+        return table
+
+    def needed(table: Table) -> int:  # its natural width (a console's own measure is capped at its width)
+        return Console(width=10_000).measure(table).maximum
+
+    keys = list(columns)
+    table = build(keys)
+    for key in droppable:
+        if needed(table) <= console.width:
+            break
+        keys.remove(key)
+        table = build(keys)
+    if len(keys) < len(columns):
+        table.caption = "columns left out to fit the terminal; `flywheel status --json` has all"
     console.print(table)
