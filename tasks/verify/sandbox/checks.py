@@ -342,8 +342,9 @@ class _Planner:
         self.add(Step("bind", source, None, self.bound, names, values))
 
     # ------------------------------------------------------------ parts the sample evaluates
-    def check_remote(self, part: ast.expr, source: str) -> None:
-        """A part evaluated by the sample's process must only be the sample answering for itself."""
+    def check_remote(self, part: ast.expr, source: str, input_only: bool = False) -> None:
+        """A part evaluated by the sample's process must only be the sample answering for itself
+        (`input_only`: or an input the tests build there with their own classes, `[Box(1)]`)."""
         shown = ast.unparse(part)[:80]
         if any(isinstance(n, ast.Compare) for n in ast.walk(part)):
             raise UnsupportedTest(f"the comparison in {source[:120]!r} would run in the sample's process "
@@ -357,6 +358,8 @@ class _Planner:
         if module is not None and module not in self.imported and module not in self.bound | self.test_owned:
             raise UnsupportedTest(f"{source[:120]!r} uses the module {module!r} without importing it: the name "
                                   "would be whatever the sample's code calls it")
+        if input_only:
+            return
         root = _root(part)
         foreign_root = root is not None and root not in _FUNCTIONS and not self.is_sample(root)
         if not self.of_sample(part) or foreign_root:
@@ -456,11 +459,16 @@ class _Planner:
             return
         if unpack:
             names = [e.id for e in targets[0].elts]  # type: ignore[union-attr]
-        # an input built from the sample's code (`pairs = [Pair(1, 2)]`), or its value (`got = f(3)`)
-        self.check_remote(stmt.value, source)
+        # an input built from the sample's code (`pairs = [Pair(1, 2)]`), or its value (`got = f(3)`); or
+        # one built only from the tests' own classes (`boxes = [Box(1)]`): that name stays the tests' own,
+        # so a part that is only it (`assert boxes == ...`) is refused as not the sample's answer
+        own_input = not self.of_sample(stmt.value)
+        self.check_remote(stmt.value, source, input_only=own_input)
         value = self.inline(copy.deepcopy(stmt.value))
         new = ast.Assign(targets=copy.deepcopy(targets), value=value, lineno=1)
         self.forget(set(names))
+        if own_input:
+            self.test_owned |= set(names)
         self.add(Step("exec", ast.unparse(new)))
 
     def definition(self, stmt: ast.FunctionDef | ast.ClassDef, source: str) -> None:

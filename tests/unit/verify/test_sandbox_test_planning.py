@@ -134,6 +134,7 @@ REFUSED = [
     (["assert add(1, 1) == 2 or re.match('a', 'a')"], "without importing"),
     (["class T:\n    def test(self):\n        assert add(1, 1) == 2"], "class"),
     (["x = 1"], "no assert"),
+    (["class Box:\n    pass", "want = [Box()]", "assert add(1, 2) == want"], "not the sample's own value"),
     (["with open('f') as fh:\n    assert add(1, 1) == 2"], "With"),
 ]
 
