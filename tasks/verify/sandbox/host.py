@@ -144,6 +144,11 @@ def runtime() -> tuple[str, Path]:
     return interpreter, target
 
 
+def tmp_bytes(limits: SandboxLimits) -> int:
+    """Size of the sample's private /tmp, a tmpfs: its pages are host memory (charged to the sample's cgroup)."""
+    return max(16, 4 * limits.file_size_mb) * 1024 * 1024
+
+
 def bwrap_command(limits: SandboxLimits, seccomp_fd: int, runner: list[str]) -> list[str]:
     """The bwrap command line for one run; `runner` is the interpreter's arguments."""
     interpreter, root = runtime()
@@ -153,9 +158,8 @@ def bwrap_command(limits: SandboxLimits, seccomp_fd: int, runner: list[str]) -> 
             "--uid", str(ids[0]), "--gid", str(ids[1]), "--hostname", "sandbox", "--clearenv"]
     for name, value in ENV.items():
         argv += ["--setenv", name, value]
-    tmp_bytes = max(16, 4 * limits.file_size_mb) * 1024 * 1024  # a tmpfs: its pages are host memory
     argv += ["--ro-bind", str(root), "/", "--dev", "/dev", "--remount-ro", "/dev",
-             "--size", str(tmp_bytes), "--tmpfs", "/tmp", "--chdir", "/tmp", "--seccomp", str(seccomp_fd),
+             "--size", str(tmp_bytes(limits)), "--tmpfs", "/tmp", "--chdir", "/tmp", "--seccomp", str(seccomp_fd),
              "--", interpreter, *runner]
     return argv
 
@@ -166,6 +170,9 @@ def check_host() -> None:
 
     if not sys.platform.startswith("linux"):
         raise SandboxUnavailable("it needs Linux namespaces and seccomp", "run the verifier on Linux.")
+    if not shutil.which("timeout"):
+        raise SandboxUnavailable("`timeout` (GNU coreutils) is not installed; it kills each sandbox at its wall "
+                                 "limit", "install coreutils.")
     if not shutil.which("bwrap"):
         raise SandboxUnavailable("bubblewrap (`bwrap`) is not installed",
                                  "install it (Debian/Ubuntu: apt-get install bubblewrap; `make install` does "

@@ -26,22 +26,24 @@ import reprlib
 import select
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from tasks.config.recipe import SandboxLimits
 from tasks.verify.sandbox.checks import CheckFailed, Evaluator, RemoteRaised, Step, UnsupportedTest, plan_tests
-from tasks.verify.sandbox.host import SandboxUnavailable, bwrap_command, check_host, sandbox_ids
+from tasks.verify.sandbox import cgroup
+from tasks.verify.sandbox.host import SandboxUnavailable, bwrap_command, check_host, sandbox_ids, tmp_bytes
 from tasks.verify.sandbox.seccomp import program_fd
 from tasks.verify.sandbox.wire import MAX_REPLY_BYTES, WireError, decode_reply
 
 Status = Literal["passed", "failed", "timeout", "memory", "error", "blocked"]
 RUNNER = Path(__file__).with_name("child.py")  # its text is passed with -c: never imported
 _TAIL_BYTES = 2000
+_STDERR_CAP = 256 * 1024  # bytes of the sample's stderr read at most; then the pipe is closed
+_WATCHDOG = 124  # `timeout` exits with this when it killed the sandbox at its hard limit
 _RAISED: dict[str, Status] = {"AssertionError": "failed", "MemoryError": "memory"}
 _SIGNALLED = 128  # bwrap exits with 128 + the signal that ended the sandboxed process
 
@@ -71,21 +73,109 @@ class _NotStarted(Exception):
     """The sandbox ended before its runner said it was ready: a host problem, never the sample's doing."""
 
 
-class _Channel:
-    """Line-framed JSON requests and replies over the runner's stdin/stdout, all under one deadline."""
+def _run_delay(pid: int | None) -> float:
+    """Seconds `pid` has spent runnable but waiting for a CPU (the scheduler's run_delay), 0 if unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
-    def __init__(self, proc: subprocess.Popen, deadline: float) -> None:
-        self.out, self.inp, self.deadline = proc.stdin.fileno(), proc.stdout.fileno(), deadline  # type: ignore
+
+class _Clock:
+    """The sample's own wall time, so that neither the verifier nor a neighbour can spend it.
+
+    It runs only while the verifier waits on the sample (not while the verifier decodes, checks, or
+    waits for the GIL), and time the sample's process spent runnable without a CPU is given back.
+    `hard` is the real time at which the watchdog process kills the sandbox whatever happens here."""
+
+    def __init__(self, limit: float, start: float) -> None:
+        self.limit, self.used, self.credited, self.runner = limit, 0.0, 0.0, None
+        self.hard = start + limit + _slack(limit)
+
+    def left(self) -> float:
+        if self.used >= self.limit:  # before giving up, give back the time the CPU was taken from it
+            delay = _run_delay(self.runner)
+            self.used -= max(0.0, delay - self.credited)
+            self.credited = max(self.credited, delay)
+        return min(self.limit - self.used, self.hard - time.monotonic())
+
+
+def _slack(limit: float) -> float:
+    """Real time beyond the wall limit a sample may be given back (its wait for a CPU, a busy verifier)."""
+    return max(2.0, limit)
+
+
+class _Stderr:
+    """The sample's stderr: a pipe read here, of which the last _TAIL_BYTES are kept and at most
+    _STDERR_CAP bytes read; then it is closed (the sample's writes fail). Never a file on the host."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+        os.set_blocking(fd, False)
+        self.tail = bytearray()
+        self.total = 0
+
+    def drain(self) -> None:
+        while self.fd is not None:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk or self.total + len(chunk) > _STDERR_CAP:
+                self.close()
+                return
+            self.total += len(chunk)
+            self.tail += chunk
+            del self.tail[:-_TAIL_BYTES]
+
+    def finish(self, seconds: float) -> str:
+        """The rest of what the (now killed) sandbox wrote, waiting at most `seconds` for its end."""
+        end = time.monotonic() + seconds
+        while self.fd is not None and (left := end - time.monotonic()) > 0:
+            poller = select.poll()
+            poller.register(self.fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+            if not poller.poll(left * 1000):
+                break
+            self.drain()
+        self.close()
+        return self.tail.decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class _Channel:
+    """Line-framed JSON requests and replies over the runner's stdin/stdout, on the sample's clock."""
+
+    def __init__(self, proc: subprocess.Popen, clock: _Clock, err: _Stderr) -> None:
+        self.out, self.inp, self.clock, self.err = proc.stdin.fileno(), proc.stdout.fileno(), clock, err  # type: ignore
         os.set_blocking(self.out, False)
         os.set_blocking(self.inp, False)
         self.buffer = bytearray()
 
     def _wait(self, fd: int, event: int) -> None:
-        poller = select.poll()
-        poller.register(fd, event | select.POLLHUP | select.POLLERR)
-        left = self.deadline - time.monotonic()
-        if left <= 0 or not poller.poll(left * 1000):
-            raise _Ended(timed_out=True)
+        while True:
+            poller = select.poll()
+            poller.register(fd, event | select.POLLHUP | select.POLLERR)
+            if self.err.fd is not None:
+                poller.register(self.err.fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+            left = self.clock.left()
+            began = time.monotonic()
+            ready = poller.poll(max(0.0, left) * 1000)
+            self.clock.used += time.monotonic() - began
+            if any(f == self.err.fd for f, _ in ready):
+                self.err.drain()
+            if any(f == fd for f, _ in ready):
+                return
+            if not ready and left <= 0:
+                raise _Ended(timed_out=True)
 
     def ask(self, request: dict[str, Any]) -> dict[str, Any]:
         self.send(request)
@@ -136,7 +226,7 @@ def _raised(name: str, tail: str) -> tuple[Status, str]:
     return _RAISED.get(name, "error"), tail or name
 
 
-def _check_all(chan: _Channel, code: str, steps: list[Step]) -> tuple[Status, str]:
+def _check_all(chan: _Channel, code: str, steps: list[Step], on_ready: Callable[[], None]) -> tuple[Status, str]:
     try:
         ready = chan.recv()  # sent by the runner before it reads anything of the sample
     except _Ended as ended:
@@ -145,6 +235,7 @@ def _check_all(chan: _Channel, code: str, steps: list[Step]) -> tuple[Status, st
         raise _NotStarted from None
     if ready != {"ready": True}:
         raise WireError("the runner did not start with a ready line")
+    on_ready()  # into its cgroup before any of the sample's code is sent
     reply = chan.ask({"op": "exec", "src": code, "name": "<sample>"})
     if "raised" in reply:
         return _raised(reply["raised"], reply["tail"])
@@ -178,11 +269,11 @@ def _check_all(chan: _Channel, code: str, steps: list[Step]) -> tuple[Status, st
     return "passed", ""
 
 
-def _after_exit(proc: subprocess.Popen, ended: _Ended, deadline: float) -> tuple[Status, str]:
-    """The verdict when the runner stopped answering: from how (and whether) it ended by the deadline."""
+def _after_exit(proc: subprocess.Popen, ended: _Ended, clock: _Clock) -> tuple[Status, str]:
+    """The verdict when the runner stopped answering: from how (and whether) it ended in its time."""
     if not ended.timed_out:
         try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            proc.wait(timeout=max(0.0, clock.left()))
         except subprocess.TimeoutExpired:  # closed its pipes and kept running
             return "timeout", "sandbox: wall-clock limit"
     if ended.timed_out or proc.returncode is None:
@@ -192,12 +283,14 @@ def _after_exit(proc: subprocess.Popen, ended: _Ended, deadline: float) -> tuple
         return "blocked", "sandbox: blocked a forbidden system call"
     if code in (_SIGNALLED + signal.SIGXCPU, _SIGNALLED + signal.SIGKILL):
         return "timeout", "sandbox: CPU time limit"
+    if code == _WATCHDOG:
+        return "timeout", "sandbox: wall-clock limit"
     return "error", f"sandbox: the sample's process exited (status {code}) before its tests were checked"
 
 
 def _kill(proc: subprocess.Popen) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)  # bwrap; the PID namespace dies with its first process
+        os.killpg(proc.pid, signal.SIGKILL)  # the watchdog and bwrap; the PID namespace dies with its first process
     except (ProcessLookupError, PermissionError):
         pass
     try:
@@ -206,46 +299,91 @@ def _kill(proc: subprocess.Popen) -> None:
         pass  # a process in uninterruptible sleep: the kernel reaps it later; the verdict stands
 
 
+def _tree(pid: int) -> list[int]:
+    """`pid` and every process below it (the watchdog, bwrap, its namespace's init, the runner)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+class _Lost(Exception):
+    """The sandbox was killed at its hard limit while the sample still had time of its own: the
+    verifier (or the host), not the sample, was the hold-up, so the run says nothing about the sample."""
+
+
 def _run(code: str, steps: list[Step], limits: SandboxLimits) -> SandboxResult:
     runner = json.dumps(limits.model_dump(include={"cpu_seconds", "memory_mb", "file_size_mb"}))
     ids = sandbox_ids()
     user = {"user": ids[0], "group": ids[1], "extra_groups": []} if ids else {}
-    with tempfile.TemporaryFile() as err:
-        start = time.monotonic()
-        deadline = start + limits.wall_seconds
-        seccomp = program_fd()
+    try:
+        jail = cgroup.for_sample(limits.memory_mb, tmp_bytes(limits), limits.workers or os.cpu_count() or 1)
+    except cgroup.CgroupError as exc:
+        raise _NotStarted(str(exc)) from None
+    start = time.monotonic()
+    clock = _Clock(limits.wall_seconds, start)
+    seccomp = program_fd()
+    err_read, err_write = os.pipe()
+    try:
+        argv = ["timeout", "--foreground", "--signal=KILL", f"{clock.hard - start:.3f}",
+                *bwrap_command(limits, seccomp, ["-s", "-P", "-B", "-c", RUNNER.read_text(), runner])]
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err_write, cwd="/",
+                                pass_fds=(seccomp,), close_fds=True, process_group=0,
+                                env={"PATH": os.defpath}, **user)  # bwrap's own pid 1 holds no secrets
+    except BaseException:
+        os.close(err_read)
+        if jail:
+            jail.close()
+        raise
+    finally:
+        os.close(seccomp)
+        os.close(err_write)
+    err = _Stderr(err_read)
+
+    def ready() -> None:
+        tree = _tree(proc.pid)
+        clock.runner = tree[-1] if len(tree) > 1 else None
+        if jail:
+            jail.enter(tree)
+
+    not_started = lost = False
+    status, message = "error", ""
+    try:
         try:
-            proc = subprocess.Popen(bwrap_command(limits, seccomp, ["-s", "-P", "-B", "-c", RUNNER.read_text(),
-                                                                    runner]),
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, cwd="/",
-                                    pass_fds=(seccomp,), close_fds=True, process_group=0,
-                                    env={"PATH": os.defpath}, **user)  # bwrap's own pid 1 holds no secrets
-        finally:
-            os.close(seccomp)
-        not_started = False
-        try:
+            status, message = _check_all(_Channel(proc, clock, err), code, steps, ready)
+        except _NotStarted:
+            not_started = True
+        except cgroup.CgroupError as exc:
+            not_started, message = True, str(exc)
+        except _Ended as ended:
+            status, message = _after_exit(proc, ended, clock)
+            lost = status == "timeout" and clock.used < clock.limit and time.monotonic() >= clock.hard - 0.05
+        except WireError as exc:
+            status, message = "error", f"sandbox: unreadable reply ({exc})"
+    finally:
+        _kill(proc)
+        for pipe in (proc.stdin, proc.stdout):
             try:
-                status, message = _check_all(_Channel(proc, deadline), code, steps)
-            except _NotStarted:
-                not_started = True
-            except _Ended as ended:
-                status, message = _after_exit(proc, ended, deadline)
-            except WireError as exc:
-                status, message = "error", f"sandbox: unreadable reply ({exc})"
-        finally:
-            _kill(proc)
-            for pipe in (proc.stdin, proc.stdout):
-                try:
-                    pipe.close()  # type: ignore[union-attr]
-                except OSError:
-                    pass
-        seconds = time.monotonic() - start
-        size = err.seek(0, os.SEEK_END)
-        err.seek(max(0, size - _TAIL_BYTES))
-        tail = err.read().decode("utf-8", errors="replace")
+                pipe.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+        tail = err.finish(1.0)
+        if jail:
+            if not not_started and status != "passed" and jail.oom_kills():
+                status, message = "memory", "sandbox: the sample's cgroup ran out of memory"
+            jail.close()
+    seconds = time.monotonic() - start
     if not_started:
-        lines = tail.strip().splitlines() or [f"exit status {proc.returncode}"]
+        lines = tail.strip().splitlines() or [message or f"exit status {proc.returncode}"]
         raise _NotStarted(next((ln for ln in lines if ln.startswith("bwrap:")), lines[-1]).strip()[:200])
+    if lost:
+        raise _Lost
     return SandboxResult(status=status, seconds=round(seconds, 3), stderr_tail=f"{tail}\n{message}".strip())
 
 
@@ -290,7 +428,15 @@ def run_tests(code: str, tests: list[str], limits: SandboxLimits = SandboxLimits
     steps = plan_tests(tests)
     require_sandbox()
     try:
-        return _run(code, steps, limits)
+        try:
+            return _run(code, steps, limits)
+        except _Lost:  # once more: a verdict must come from the sample's own time, not a neighbour's
+            try:
+                return _run(code, steps, limits)
+            except _Lost:
+                return SandboxResult("timeout", limits.wall_seconds + _slack(limits.wall_seconds),
+                                     "sandbox: wall-clock limit (the host was busy: twice killed by the watchdog "
+                                     "before the sample used its own time)")
     except _NotStarted as exc:  # it worked for the trial: something on the host ran out
         raise SandboxUnavailable(f"a sandbox stopped starting ({exc})",
                                  "check user.max_user_namespaces, free memory and disk, then run again; "

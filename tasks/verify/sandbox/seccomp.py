@@ -32,11 +32,16 @@ DENIED: dict[str, tuple[str, ...]] = {
                           "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
                           "reboot", "swapon", "swapoff", "acct", "quotactl", "syslog", "ioperm", "iopl",
                           "modify_ldt", "uselib", "lookup_dcookie", "vhangup", "nfsservctl"),
+    # their memory is the kernel's, outside the sample's address space (the cgroup charges it where there is one)
+    "System V IPC and POSIX message queues": ("shmget", "shmat", "msgget", "msgsnd", "semget", "mq_open",
+                                              "mq_timedsend"),
     "host settings": ("sethostname", "setdomainname", "settimeofday", "clock_settime", "adjtimex",
                       "clock_adjtime"),
 }
 # clone3 answers ENOSYS, so the C library falls back to clone, which is killed: one clear outcome.
-ENOSYS_CALLS = ("clone3",)
+# memfd_create and memfd_secret answer ENOSYS: anonymous files that RLIMIT_FSIZE caps each but nothing
+# caps in number (without a cgroup), and that the C library and libffi only use when offered.
+ENOSYS_CALLS = ("clone3", "memfd_create", "memfd_secret")
 
 _ACT_KILL_PROCESS = 0x80000000
 _ACT_ALLOW = 0x7FFF0000
