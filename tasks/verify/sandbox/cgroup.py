@@ -32,6 +32,7 @@ import functools
 import itertools
 import logging
 import os
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -339,9 +340,25 @@ class SampleCgroup:
         return _read_int(self.memory_dir / ("memory.peak" if self.v2 else "memory.max_usage_in_bytes"))
 
     def close(self) -> None:
-        """Remove the cgroup once its processes are gone (after the sandbox was killed)."""
-        for d in self.dirs:
-            _rmdir(d, 2.0)  # a directory left behind is swept with its parent
+        """Remove the cgroup once its processes are gone (after the sandbox was killed), off the
+        sample's thread: the killed processes take a few milliseconds to leave, and a verdict
+        need not wait for that."""
+        if self.dirs:
+            _reaper().put(list(self.dirs))
+            self.dirs = []
+
+
+@functools.cache
+def _reaper() -> queue.SimpleQueue[list[Path]]:
+    todo: queue.SimpleQueue[list[Path]] = queue.SimpleQueue()
+
+    def loop() -> None:
+        while True:
+            for d in todo.get():
+                _rmdir(d, 2.0)  # a directory left behind is swept with its parent at exit
+
+    threading.Thread(target=loop, name="sandbox-cgroup-reaper", daemon=True).start()
+    return todo
 
 
 def for_sample(memory_mb: int, tmp_bytes: int, slots: int) -> SampleCgroup | None:

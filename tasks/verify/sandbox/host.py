@@ -10,6 +10,8 @@ interpreter, as hard links where the file system allows, in a cache directory ow
 sandbox, and a path the sandbox's uid can read even when the interpreter lives under /root.
 When the verifier runs as root, bwrap itself runs as `nobody` (65534), so the sample's process is
 an unprivileged uid outside the namespaces too and its rlimits (RLIMIT_NPROC included) hold.
+Memory outside the address space (tmpfs, shared memory, kernel objects) is bounded by the
+sample's cgroup (tasks/verify/sandbox/cgroup.py), which run.py moves the sandbox into.
 """
 
 from __future__ import annotations

@@ -71,8 +71,8 @@ def verify(codes: list[str], limits: SandboxLimits = LIMITS, tests: str = TESTS)
                                                           sandbox=limits.model_copy(update={"workers": len(codes)})))
     start = time.monotonic()
     out = verifier.verify(samples, prompts)
-    # at most two tries per sample (a rerun only when the host was the hold-up), and teardown
-    assert time.monotonic() - start < 2 * (limits.wall_seconds + max(2, limits.wall_seconds)) + 10
+    # the watchdog's hard limit, and teardown
+    assert time.monotonic() - start < limits.wall_seconds + 2 + 10
     return out["extracted_answer"].to_list()
 
 
@@ -90,7 +90,8 @@ def bounded(code: str, copies: int = 1) -> list[str]:
     while (_available() <= mem0 - LEFT_BEHIND or cgroup.parent_usage_bytes() > 8 * MiB) and time.monotonic() < settle:
         time.sleep(0.1)
     assert cgroup.parent_usage_bytes() <= 8 * MiB, "memory still charged to the samples after they ended"
-    assert _available() > mem0 - LEFT_BEHIND, "memory left behind after the sandbox ended"
+    if cgroup.layout() is None:  # else the cgroup's own figure above is the exact one (others move MemAvailable)
+        assert _available() > mem0 - LEFT_BEHIND, "memory left behind after the sandbox ended"
     assert _free_disk() > disk0 - DISK_MARGIN, "host disk taken"
     return statuses
 
@@ -200,10 +201,11 @@ HONEST = ("def add(a, b):\n    total = 0\n    for i in range(3_000_000):\n      
     pytest.param("import os\nwhile True:\n    os.write(2, b'x' * 65536)\n", id="stderr-flood"),
 ])
 def test_a_hostile_neighbour_never_changes_an_honest_samples_grade(hostile):
-    alone = verify([HONEST])
+    limits = LIMITS.model_copy(update={"wall_seconds": 8})  # room for a loaded host; the same both times
+    alone = verify([HONEST], limits)
     assert alone == ["passed"]
     # three hostile samples and the honest one at once, more sandboxes than the host has cores
-    statuses = verify([hostile + WRONG + "# 1", HONEST, hostile + WRONG + "# 2", hostile + WRONG + "# 3"])
+    statuses = verify([hostile + WRONG + "# 1", HONEST, hostile + WRONG + "# 2", hostile + WRONG + "# 3"], limits)
     assert statuses[1] == "passed", statuses
     assert "passed" not in statuses[:1] + statuses[2:]
 
@@ -247,7 +249,7 @@ def test_the_sandbox_is_killed_at_its_limit_whatever_the_verifier_is_doing(monke
         raise checks.CheckFailed("late")
 
     monkeypatch.setattr(checks.Evaluator, "check", stuck_check)
-    limits = LIMITS.model_copy(update={"wall_seconds": 2})  # the watchdog fires at 2 + 2 s
+    limits = LIMITS.model_copy(update={"wall_seconds": 2})  # the watchdog fires at 2 + 1.5 s
     code = f"import ctypes\nctypes.CDLL(None).prctl(15, {marker.encode()!r}, 0, 0, 0)\n" + RIGHT
     from tasks.verify.sandbox.run import run_tests
 
@@ -259,7 +261,7 @@ def test_the_sandbox_is_killed_at_its_limit_whatever_the_verifier_is_doing(monke
     while _marked(marker) and time.monotonic() - start < 7:
         time.sleep(0.1)
     assert not _marked(marker), "the sandbox outlived its hard limit"
-    assert time.monotonic() - start < 6.5
+    assert time.monotonic() - start < 6
     worker.join(30)
 
 
