@@ -45,7 +45,8 @@ def load_baseline(rev: str, into: Path):
     for name in ("sandbox.py", "sandbox_child.py"):
         text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:tasks/{name}"], check=True,
                               capture_output=True, text=True).stdout
-        (into / name).write_text(text)
+        # the config models moved into tasks/config/recipe.py when tasks/ was grouped by concern
+        (into / name).write_text(text.replace("from tasks.config import", "from tasks.config.recipe import"))
     spec = importlib.util.spec_from_file_location("baseline_sandbox", into / "sandbox.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules[spec.name] = module  # type: ignore[union-attr]  (dataclasses look their module up)
