@@ -67,29 +67,54 @@ sys.stdout.write("accepted")
 """
 
 
+# Runs `python -c CODE ...` or `python -m MODULE ...` and, at exit, writes the child's own peak RSS
+# (VmHWM: the high-water mark of its memory after exec) to a file. The kernel's ru_maxrss cannot be
+# used: a child's count starts from its parent's at fork, and a test worker that has loaded torch is
+# far above the budget already.
+HWM_WRAPPER = """
+import atexit, runpy, sys
+out = sys.argv[1]
+def report():
+    with open("/proc/self/status") as status:
+        kib = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(out, "w") as f:
+        f.write(kib)
+atexit.register(report)
+mode, target, *rest = sys.argv[2:]
+if mode == "-c":
+    sys.argv = ["-c", *rest]
+    exec(compile(target, "<string>", "exec"), {"__name__": "__main__"})
+else:
+    sys.argv = [target, *rest]
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+"""
+
+
 def run_capped(argv: list[str], cwd: Path, timeout: float = 120.0) -> tuple[int, str, str, float, float]:
     """(exit code, stdout, stderr, wall seconds, peak RSS in MiB) of a child held to MEMORY_CAP; killed at
-    `timeout`, exit code -9 then."""
+    `timeout`, exit code -9 then. `argv` is `[python, "-c" or "-m", target, args...]`; a child that died
+    before reporting its peak counts as having reached the cap."""
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    python, mode, target, *rest = argv
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.TemporaryDirectory() as scratch:
+        hwm = Path(scratch) / "hwm"
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=err, preexec_fn=cap,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() - start > timeout:
-                proc.kill()
-            time.sleep(0.01)
+        proc = subprocess.Popen([python, "-c", HWM_WRAPPER, str(hwm), mode, target, *rest], cwd=cwd, stdout=out,
+                                stderr=err, preexec_fn=cap, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        peak = int(hwm.read_text()) / 1024 if hwm.is_file() else MEMORY_CAP / 2**20
         out.seek(0)
         err.seek(0)
         return (proc.returncode, out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace"),
-                wall, usage.ru_maxrss / 1024)
+                wall, peak)
 
 
 @pytest.fixture(scope="module")
