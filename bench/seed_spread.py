@@ -81,17 +81,21 @@ def main() -> None:
         rows.append([f"seed {r['seed']} control", *[f"{100 * v:.1f}" for v in r["control"]]])
     summary = {arm: spread([r[arm] for r in runs]) for arm in ("flywheel", "control")}
     for arm, cols in summary.items():
-        rows.append([f"{arm} mean [min, max]",
-                     *[f"{100 * c['mean']:.1f} [{100 * c['min']:.1f}, {100 * c['max']:.1f}]" for c in cols]])
+        rows.append([f"{arm}: mean (min to max)",
+                     *[f"{100 * c['mean']:.1f} ({100 * c['min']:.1f} to {100 * c['max']:.1f})" for c in cols]])
     n = len(runs[0]["flywheel"])
     print_table("held-out greedy pass@1 (%)", ["run", *[f"it {i}" for i in range(n)]], rows)
     gains = [r["flywheel"][-1] - r["flywheel"][0] for r in runs]
     over = [r["flywheel"][-1] - r["control"][-1] for r in runs]
     print(f"gain over iteration 0 at iteration {n - 1}: " + ", ".join(f"{100 * g:+.1f}" for g in gains)
-          + f"; over the control: " + ", ".join(f"{100 * g:+.1f}" for g in over)
+          + "; over the control: " + ", ".join(f"{100 * g:+.1f}" for g in over)
           + f" ({'every seed gains on both' if min(gains + over) > 0 else 'NOT every seed gains on both'})")
     if args.json:
-        args.json.write_text(json.dumps({"config": str(args.config.relative_to(ROOT)), "runs": runs,
+        from tasks.numerics.fingerprint import cpu
+
+        args.json.write_text(json.dumps({"config": str(args.config.relative_to(ROOT)), "cpu_path": "portable",
+                                         "machine": cpu(), "command": "python bench/seed_spread.py --seeds "
+                                         + " ".join(map(str, args.seeds)) + " --out DIR", "runs": runs,
                                          "spread": summary}, indent=2) + "\n")
 
 
