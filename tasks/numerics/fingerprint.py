@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tasks.numerics.portable import NATIVE, PORTABLE, PORTABLE_CAPABILITY
+from tasks.numerics.portable import NATIVE, PORTABLE
 
 # The CPU flags MKL, ATen and oneDNN dispatch on (as /proc/cpuinfo names them).
 DISPATCH_FLAGS = ("sse4_2", "avx", "fma", "f16c", "avx2", "avx512f", "avx512dq", "avx512bw", "avx512vl",
@@ -138,7 +138,3 @@ def _gpu_name(g: dict | None) -> str:
         return "no GPU"
     return f"{g.get('name')} (driver {g.get('driver')}, CUDA {g.get('cuda')}, cuDNN {g.get('cudnn')}, NCCL {g.get('nccl')})"
 
-
-def expected_capability(path: str, native_capability: str) -> str:
-    """What torch reports under `path`: AVX2 on the portable path, the machine's own otherwise."""
-    return PORTABLE_CAPABILITY if path == PORTABLE else native_capability
