@@ -108,7 +108,8 @@ def _stage_fns(shard_runner=None) -> dict[str, Callable[[Layout, Recipe, str | N
                                                                seed(r, None, "reward"), L.reward_model),
         "calibrate": lambda L, r, it, v: calibrate.calibrate(
             r, L.model(v.parent), L.prompts, L.reward_model, iteration=it, seed=seed(r, it, "calibrate"),
-            out_table=L.calibration(it), out_choice=L.choice(it)),
+            out_table=L.calibration(it), out_choice=L.choice(it),
+            out_probe=L.probe(it) if L.declares(L.probe(it)) else None),
         "generate": lambda L, r, it, v: {"samples": str(
             (partial(shards.generate_sharded, scale=r.scale, runner=shard_runner) if shards.is_sharded(r, "generate")
              else generate.generate)(
@@ -141,7 +142,7 @@ def _select(L: Layout, r: Recipe, it: str) -> dict:
     workspace made before they existed has neither; preflight refuses threshold_from full there)."""
     from tasks.data.schema import CALIBRATION, CALIBRATION_OPTIONS, write_table
     from tasks.stages import select
-    from tasks.stages.calibrate import reference_for, select_threshold
+    from tasks.stages.calibrate import as_chosen_by, reference_for, select_threshold
     from tasks.workspace.atomic import write_json
 
     prompts = pl.read_parquet(L.prompts)
@@ -152,8 +153,9 @@ def _select(L: Layout, r: Recipe, it: str) -> dict:
     if L.declares(L.threshold(it)):
         write_json(L.threshold(it), info)
     reference = reference_for(r.calibrate, prompts) if r.calibrate.inject_reference == "train" else None
+    view = partial(as_chosen_by, r) if r.calibrate.fidelity == "reference" else None
     out = select.select(L.scored(it), L.prompts, r.select, info["threshold"], L.selected(it), reference,
-                        r.calibrate.reference_score)
+                        r.calibrate.reference_score, view=view)
     return {"selected": str(out), **({"threshold": info["threshold"]} if info["from"] == "full" else {})}
 
 

@@ -199,7 +199,7 @@ def test_bstar_block_states_the_reference_options(synth_ws):
     b = iteration_lineage(synth_ws, 1)["bstar"]
     assert b == {"average_over": "all", "threshold_from": "probe", "inject_reference": "none", "reference_score": 1.0,
                  "predates": [], "calibrated": True, "temperature": 0.8, "probe_threshold": 0.5, "threshold": 0.5,
-                 "threshold_source": "probe"}
+                 "threshold_source": "probe", "fidelity": "legacy", "balance_score": None, "runners_up": []}
     assert bstar_line(b) == ("B-STaR: T 0.8 from the probe; threshold 0.5 from the probe; balance over all prompts; "
                              "reference not injected")
     out = flywheel("lineage", "1", "-w", str(synth_ws)).stdout

@@ -114,7 +114,7 @@ def test_stable_ids_keep_order_and_length():
 
 
 def test_tables_registry():
-    assert set(TABLES) == {"prompts", "samples", "scored", "selected", "pairs", "judged", "calibration", "allocation"}
+    assert set(TABLES) == {"prompts", "samples", "scored", "probe", "selected", "pairs", "judged", "calibration", "allocation"}
     for table in TABLES.values():
         assert set(table.key) <= set(table.columns)
         assert table.nullable <= set(table.columns) | set(table.optional)

@@ -248,7 +248,9 @@ def _bstar(calibrate: Stage | None, choice: dict, applied: dict | None) -> dict[
               "calibrated": bool(params.get("calibrate.enabled", choice.get("calibrated"))),
               "temperature": choice.get("temperature"), "probe_threshold": choice.get("threshold"),
               "threshold": (applied or choice).get("threshold"),
-              "threshold_source": (applied or {}).get("from", "probe")}
+              "threshold_source": (applied or {}).get("from", "probe"),
+              "fidelity": params.get("calibrate.fidelity") or "legacy",
+              "balance_score": choice.get("balance_score"), "runners_up": choice.get("runners_up", [])}
     return block
 
 

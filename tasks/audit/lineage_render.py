@@ -89,11 +89,26 @@ def bstar_line(b: dict) -> str:
            "into the balance", "train": f"reference injected at {_value(b.get('reference_score'))} into the balance "
            "and the training set"}.get(b.get("inject_reference"), str(b.get("inject_reference")))
     tail = " (defaults: the iteration predates these options)" if b.get("predates") else ""
-    return f"B-STaR: T {_value(b.get('temperature'))} from the probe; {thr}; balance over {over}; {ref}{tail}"
+    line = f"B-STaR: T {_value(b.get('temperature'))} from the probe; {thr}; balance over {over}; {ref}{tail}"
+    if b.get("fidelity") not in (None, "legacy"):
+        line += f"; {b['fidelity']} rules"
+    return line
+
+
+def runners_up_line(b: dict) -> str | None:
+    """The probe grid's winning cell and the cells ranked behind it (recorded since calibrate.fidelity)."""
+    if not b.get("runners_up"):
+        return None
+    cells = [f"T {_value(c['temperature'])} thr {_value(c['threshold'])} bs {_value(c['balance_score'])} "
+             f"n {_value(c['n_selected'])}" for c in b["runners_up"]]
+    return (f"probe winner: T {_value(b.get('temperature'))} thr {_value(b.get('probe_threshold'))} bs "
+            f"{_value(b.get('balance_score'))}; runners-up: " + "; ".join(cells))
 
 
 def _decision_lines(lin: dict) -> list[str]:
     out = [bstar_line(lin["bstar"])] if lin.get("bstar") else []
+    if lin.get("bstar") and (runners := runners_up_line(lin["bstar"])):
+        out.append(runners)
     gate = lin.get("gate")
     if gate:
         fails = gate.get("failures") or []

@@ -149,6 +149,10 @@ def check_reference_options(recipe: Recipe) -> None:
         raise ConfigError("is full, but the threshold is re-swept at the temperature calibration chose, and "
                           "calibrate.enabled is false.", field="calibrate.threshold_from",
                           fix="set calibrate.enabled: true, or threshold_from: probe.")
+    if cal.fidelity == "reference" and recipe.reward.arithmetic not in (None, "reference"):
+        raise ConfigError(f"is {recipe.reward.arithmetic}, but calibrate.fidelity reference scores as the B-STaR "
+                          "reference code does (correct + reward / 5, float64).", field="reward.arithmetic",
+                          fix="remove reward.arithmetic (init records reference), or set calibrate.fidelity: ours.")
     if cal.inject_reference == "none":
         return
     if not isinstance(recipe.prompts.source, ArithSource):

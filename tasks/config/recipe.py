@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tasks.config.allocation import AllocationConfig
 from tasks.config.base import _Model
+from tasks.config.fidelity import REFERENCE_WEIGHT, Arithmetic, Fidelity, fix_reference_settings, tie_lowest
 # The section models live in their own modules; importing them from here keeps one entry point.
 from tasks.config.numerics import NumericsConfig  # noqa: F401
 from tasks.config.placement import DispatchConfig, ScaleConfig, StageDispatch  # noqa: F401
@@ -217,6 +218,12 @@ class RewardConfig(_Model):
     name_or_path: str | None = Field(None, description="sequence-classification model (source: pretrained)")
     kind: Literal["orm", "prm"] = Field("orm", description="prm: minimum score over the chain's step prefixes")
     weight: Weight = Field(0.2, description="score = correct + weight * reward; reward lies in [-1, 1]")
+    arithmetic: Arithmetic | None = Field(
+        None, description="how the score is computed: float64 (correct + weight * reward, in float64); reference "
+                          "(correct + reward / 5 in float64, as the B-STaR reference code; weight must be 0.2); "
+                          "float32 (the weight * reward term in float32, as in workspaces recorded before this "
+                          "setting, which is what unset means); flywheel init records float64, or reference "
+                          "under calibrate.fidelity reference")
     train_prompts: int = Field(400, ge=1, description="pool prompts sampled from iteration 0 (source: train)")
     train_k: PositiveCount = Field(4, description="samples per prompt the reward model trains on (source: train)")
     train_steps: StepCount = Field(150, description="optimizer steps of the reward model (source: train)")
@@ -227,6 +234,9 @@ class RewardConfig(_Model):
     def _path_when_pretrained(self) -> RewardConfig:
         if self.source == "pretrained" and not self.name_or_path:
             raise ValueError("source 'pretrained' needs name_or_path")
+        if self.arithmetic == "reference" and self.weight != REFERENCE_WEIGHT:
+            raise ValueError(f"arithmetic 'reference' divides the reward by 5 (weight {REFERENCE_WEIGHT}); "
+                             f"set reward.weight to {REFERENCE_WEIGHT} or arithmetic to float64")
         return self
 
 
@@ -257,6 +267,30 @@ class CalibrateConfig(_Model):
                             "balance computation, as a correct sample scoring reference_score (the reference "
                             "code); train: it is also a candidate for the selected set")
     reference_score: Score = Field(1.0, description="the score an injected reference solution gets")
+    fidelity: Fidelity | None = Field(
+        None, description="whose rules choose the pair: ours (ties on the balance score go to the lowest "
+                          "threshold; with an injected reference, thresholds at or above reference_score are "
+                          "not swept), reference (the hkust-nlp/B-STaR code exactly: its drifting threshold "
+                          "grid, lowest tie, mean over selected queries, injection into balance and training, "
+                          "the full-set sweep, final-answer correctness; fixes those settings), or legacy "
+                          "(the highest tied threshold, as in workspaces recorded before this setting, which "
+                          "is what unset means); flywheel init records ours when unset")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reference_fixes(cls, data: object) -> object:
+        return fix_reference_settings(data)
+
+    def tie_lowest(self) -> bool:
+        """Whether ties on the best balance score go to the lowest threshold (else the highest)."""
+        return tie_lowest(self.fidelity)
+
+    def swept_thresholds(self) -> list[float]:
+        """The thresholds the sweep tries. Ours, with an injected reference: only those below its score,
+        since at or above it the reference drops out and the row would silently measure something else."""
+        if self.fidelity == "ours" and self.inject_reference != "none":
+            return [t for t in self.thresholds if t < self.reference_score]
+        return list(self.thresholds)
 
     def reference_options(self) -> dict[str, str]:
         """The three reference-code options that differ from their defaults (empty for the default recipe)."""

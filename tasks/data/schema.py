@@ -58,6 +58,12 @@ SCORED = Table("scored", {
 }, key=("prompt_id", "sample_idx"), nullable=frozenset({"extracted_answer", "reward", "hint_kind", "hint"}),
     optional=ORIGIN_COLUMNS)
 
+# The probe set's samples at every calibration temperature, scored as the choice saw them (under
+# calibrate.fidelity reference: the reference code's candidates and scores), so a calibration choice can be
+# audited from the workspace alone. Empty when calibration is off.
+PROBE = Table("probe", {**SCORED.columns, "temperature": pl.Float64}, key=("temperature", "prompt_id", "sample_idx"),
+              nullable=SCORED.nullable, optional=ORIGIN_COLUMNS)
+
 SELECTED = Table("selected", {
     "prompt_id": pl.String, "sample_idx": pl.Int32, "messages": pl.List(MESSAGE), "score": pl.Float64,
     "origin": pl.String,
@@ -105,7 +111,7 @@ ALLOCATION = Table("allocation", {
                                            "prior_from", "p_hat", "gain_cutoff", "first_pass_correct", "hint_kind",
                                            "hint_reason"}))
 
-TABLES = {t.name: t for t in (PROMPTS, SAMPLES, SCORED, SELECTED, PAIRS, JUDGED, CALIBRATION, ALLOCATION)}
+TABLES = {t.name: t for t in (PROMPTS, SAMPLES, SCORED, PROBE, SELECTED, PAIRS, JUDGED, CALIBRATION, ALLOCATION)}
 SPLITS = ("seed", "train", "probe", "test")
 
 

@@ -80,7 +80,8 @@ def _sweep(groups: pl.DataFrame, temps: np.ndarray, grid: np.ndarray, n_star: in
 
 def calibration_grid(probe_scored: pl.DataFrame, thresholds: list[float], *, n_star: int, k: int,
                      average_over: str = "all", reference: pl.DataFrame | None = None,
-                     reference_score: float = 1.0, record: dict[str, str] | None = None) -> pl.DataFrame:
+                     reference_score: float = 1.0, record: dict[str, str] | None = None,
+                     tie_lowest: bool = False) -> pl.DataFrame:
     """CALIBRATION table: one row per (temperature, threshold), sorted by both.
 
     balance_score is the B-STaR bs averaged over all of that temperature's prompts (selection:
@@ -88,7 +89,9 @@ def calibration_grid(probe_scored: pl.DataFrame, thresholds: list[float], *, n_s
     decimals so equal scores compare equal. pass_at_k and distinct_ratio describe the
     temperature's samples (null pass_at_k when no prompt has n >= k). n_selected counts distinct
     selected samples. `chosen` marks exactly one row: the highest balance score; ties go to the
-    lower temperature (less drift), then the higher threshold (stricter, cleaner data).
+    lower temperature (less drift), then to the lowest threshold with `tie_lowest` (the most data at
+    the same balance: this project's rule and the reference code's), else the highest (the rule of
+    workspaces recorded before calibrate.fidelity).
     An empty probe table gives an empty grid.
 
     The B-STaR reference code's options: `average_over="selected"` averages over the prompts with at
@@ -120,7 +123,7 @@ def calibration_grid(probe_scored: pl.DataFrame, thresholds: list[float], *, n_s
     nt, t = temps.size, grid.size
     temp_col, thr_col = np.repeat(temps, t), np.tile(grid, nt)
     bs_col = bs.ravel()
-    best = np.lexsort((-thr_col, temp_col, -bs_col))[0]
+    best = np.lexsort((thr_col if tie_lowest else -thr_col, temp_col, -bs_col))[0]
     chosen = np.zeros(nt * t, dtype=bool)
     chosen[best] = True
     out = pl.DataFrame({
@@ -145,3 +148,11 @@ def choose(grid: pl.DataFrame) -> dict[str, float]:
     r = row.row(0, named=True)
     return {"temperature": float(r["temperature"]), "threshold": float(r["threshold"]),
             "balance_score": float(r["balance_score"]) if r["balance_score"] is not None else float("nan")}
+
+
+def ranked(grid: pl.DataFrame, n: int, tie_lowest: bool) -> list[dict[str, float | int | None]]:
+    """The grid's top `n` cells in the order the choice ranks them (the first is the chosen one): balance
+    score, temperature, threshold and n_selected of each."""
+    order = grid.sort(["balance_score", "temperature", "threshold"], descending=[True, False, not tie_lowest],
+                      nulls_last=True).head(n)
+    return order.select("temperature", "threshold", "balance_score", "n_selected").to_dicts()

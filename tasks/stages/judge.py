@@ -69,7 +69,9 @@ def add_judge_rewards(scored: pl.DataFrame, judged: pl.DataFrame, cfg: RewardCon
     rewards = judged.select("prompt_id", "sample_idx", _r=(pl.col("judge_score").cast(pl.Float64) - 3) / 2)
     out = scored.drop("reward").join(rewards, on=["prompt_id", "sample_idx"], how="left", maintain_order="left") \
         .rename({"_r": "reward"})
-    return out.with_columns(score=pl.col("correct").cast(pl.Float64) + (cfg.weight * pl.col("reward")).fill_null(0.0))
+    from tasks.stages.reward import with_score
+
+    return with_score(out, cfg)
 
 
 def add_judge_verdicts(scored: pl.DataFrame, judged: pl.DataFrame, cfg: RewardConfig) -> pl.DataFrame:

@@ -72,8 +72,22 @@ def add_rewards(scored: pl.DataFrame, prompts: pl.DataFrame, model_dir: Path | N
                                                          on="prompt_id", how="left", maintain_order="left")
         scorer = scorer or RewardScorer(model_dir, cfg.kind)
         rewards = pl.Series(scorer.score(joined["q"].to_list(), joined["text"].to_list()))
-    out = scored.with_columns(reward=rewards)
-    return out.with_columns(score=pl.col("correct").cast(pl.Float64) + (cfg.weight * pl.col("reward")).fill_null(0.0))
+    return with_score(scored.with_columns(reward=rewards), cfg)
+
+
+def with_score(scored: pl.DataFrame, cfg: RewardConfig) -> pl.DataFrame:
+    """score = correct + weight * reward, computed as reward.arithmetic says (a null reward counts 0).
+
+    float32 (unset): the product in the reward's own dtype, float32 from a reward model, so 0.2 * 1.0
+    gives 0.2000000030 and passes a 0.2 threshold; kept for workspaces recorded that way."""
+    reward = pl.col("reward")
+    if cfg.arithmetic == "reference":
+        term = reward.cast(pl.Float64) / 5.0
+    elif cfg.arithmetic == "float64":
+        term = reward.cast(pl.Float64) * cfg.weight
+    else:
+        term = cfg.weight * reward
+    return scored.with_columns(score=pl.col("correct").cast(pl.Float64) + term.fill_null(0.0))
 
 
 def train_orm(policy_dir: Path, examples: pl.DataFrame, cfg: RewardConfig, seed: int, out_dir: Path) -> dict:

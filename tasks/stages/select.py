@@ -3,6 +3,7 @@ or (mode `pairs`) build chosen/rejected preference pairs per prompt for DPO."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -101,9 +102,14 @@ def pairs_table(scored: pl.DataFrame, prompts: pl.DataFrame, cfg: SelectConfig, 
 
 
 def select(scored_path: Path, prompts_path: Path, cfg: SelectConfig, threshold: float, out_path: Path,
-           reference: pl.DataFrame | None = None, reference_score: float = 1.0) -> Path:
+           reference: pl.DataFrame | None = None, reference_score: float = 1.0,
+           view: Callable[[pl.DataFrame, pl.DataFrame], pl.DataFrame] | None = None) -> Path:
+    """`view(scored, prompts)`: the rows and scores to select from, when not the scored table's own
+    (calibrate.fidelity reference selects on the reference code's view)."""
     scored = pl.read_parquet(scored_path)
     prompts = pl.read_parquet(prompts_path)
+    if view is not None:
+        scored = view(scored, prompts)
     if cfg.mode == "pairs":
         return write_table(pairs_table(scored, prompts, cfg, threshold), out_path, PAIRS)
     return write_table(select_table(scored, prompts, cfg, threshold, reference, reference_score), out_path, SELECTED)

@@ -100,6 +100,10 @@ class Layout:
     def selected(self, it: str) -> Path:
         return self.iter_dir(it) / "selected.parquet"
 
+    def probe(self, it: str) -> Path:
+        """The probe samples and scores behind the calibration grid (empty when calibration is off)."""
+        return self.iter_dir(it) / "probe.parquet"
+
     def threshold(self, it: str) -> Path:
         """The threshold select applied and where it came from (the probe, or the full-set re-sweep)."""
         return self.iter_dir(it) / "threshold.json"

@@ -196,6 +196,7 @@ def init_workspace(root: Path, recipe: Recipe) -> Layout:
     """Create the workspace: its own git + DVC repo, the pipeline, the resolved recipe, a local remote.
 
     Everything is validated before anything is written; a half-made workspace is removed."""
+    from tasks.config.fidelity import freeze_fidelity
     from tasks.numerics.state import resolve as resolve_numerics
 
     root = Path(root)
@@ -211,6 +212,7 @@ def init_workspace(root: Path, recipe: Recipe) -> Layout:
     remote = recipe.remote.url or default_remote(root)
     recipe = resolve_backend(recipe)
     recipe = recipe.model_copy(update={"numerics": resolve_numerics(recipe.numerics)})  # 'auto' -> cores
+    recipe = freeze_fidelity(recipe)
     recipe = _record_gguf_hash(recipe)
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
