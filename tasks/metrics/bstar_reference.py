@@ -21,16 +21,17 @@ def reference_view(scored: pl.DataFrame, prompts: pl.DataFrame, verifier_type: s
     """`scored` with the reference's candidates and scores.
 
     - For a final-answer verifier (ANSWER_VERIFIERS), a sample with no final answer is not a candidate
-      (metric_modiacc_auto.py 93) and `correct` is the string match of its answer with the gold (97-99).
-      Other verifiers (unit tests, math-verify, majority vote) keep their verdict: the reference has no
-      rule for them.
+      (metric_modiacc_auto.py 93): it keeps its row, so its prompt still gets the injected reference
+      solution as in the reference (104), but scores -inf, below every threshold. `correct` is the
+      string match of its answer with the gold (97-99). Other verifiers (unit tests, math-verify,
+      majority vote) keep their verdict: the reference has no rule for them.
     - score = correct + reward / 5, in float64 (101); a null reward counts 0.
     """
-    if verifier_type in ANSWER_VERIFIERS:
-        gold = prompts.select("prompt_id", _gold=normalise_number(pl.col("answer").cast(pl.String)))
-        scored = (scored.filter(pl.col("extracted_answer").is_not_null())
-                  .join(gold, on="prompt_id", how="left", maintain_order="left")
-                  .with_columns(correct=(pl.col("extracted_answer") == pl.col("_gold")).fill_null(False))
-                  .drop("_gold"))
-    return scored.with_columns(score=pl.col("correct").cast(pl.Float64)
-                               + (pl.col("reward").cast(pl.Float64) / 5.0).fill_null(0.0))
+    score = pl.col("correct").cast(pl.Float64) + (pl.col("reward").cast(pl.Float64) / 5.0).fill_null(0.0)
+    if verifier_type not in ANSWER_VERIFIERS:
+        return scored.with_columns(score=score)
+    gold = prompts.select("prompt_id", _gold=normalise_number(pl.col("answer").cast(pl.String)))
+    return (scored.join(gold, on="prompt_id", how="left", maintain_order="left")
+            .with_columns(correct=(pl.col("extracted_answer") == pl.col("_gold")).fill_null(False))
+            .with_columns(score=pl.when(pl.col("extracted_answer").is_null()).then(float("-inf")).otherwise(score))
+            .drop("_gold"))
