@@ -20,6 +20,9 @@ Statements the planner accepts, and what it does with each:
   never become names in the sample's namespace;
 - `name = <the sample's value>` (`pairs = [Pair(1, 2)]`, `got = f(3)`): run in the sample's process;
 - imports, and classes and functions without asserts: run in the sample's process, as inputs for it;
+  `from collections import Counter` (OrderedDict, defaultdict, deque; fractions.Fraction,
+  decimal.Decimal) also binds the name here, so expected values of those types are built in this
+  process (tasks/verify/sandbox/constructors.py);
 - `if __name__ == "__main__":` and `if` over values computed here: the branch taken is planned;
 - `for` over a value computed here (at most MAX_UNROLL items): unrolled, one plan per item;
 - `def check(candidate): <asserts>` followed by `check(f)`: the body planned with `f` for `candidate`.
@@ -51,6 +54,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from tasks.verify.sandbox.constructors import imported_constructors
 from tasks.verify.sandbox.wire import Opaque, WireDict, WireSet, make_dict, make_set
 
 _MAX_FACTORIAL = 10_000
@@ -299,6 +303,7 @@ class _Planner:
         self.checks: dict[str, ast.FunctionDef] = {}  # test functions holding asserts, planned when called
         self.called: set[str] = set()
         self.imported: set[str] = set()  # module names the tests import
+        self.constructors: set[str] = set()  # bound names of trusted constructors (constructors.py)
 
     # ------------------------------------------------------------ names
     def is_sample(self, name: str) -> bool:
@@ -310,6 +315,7 @@ class _Planner:
         return {name for name in _names(node) if self.is_sample(name)}
 
     def forget(self, names: set[str]) -> None:
+        self.constructors -= names
         self.bound -= names
         self.test_owned -= names
         self.logic -= names
@@ -371,7 +377,7 @@ class _Planner:
 
     def inline(self, part: ast.expr) -> ast.expr:
         """`part` with each name of a value held here replaced by that value as a literal."""
-        names = _names(part) & self.bound
+        names = _names(part) & (self.bound - self.constructors)  # a constructor's name is the sample's import too
         if not names:
             return part
         if isinstance(part, ast.Name):
@@ -421,6 +427,9 @@ class _Planner:
             if isinstance(stmt, ast.Import):
                 self.imported |= {a.name.partition(".")[0] for a in stmt.names if a.asname is None}
             self.add(Step("exec", source))
+            if built_here := imported_constructors(stmt):  # expected values of these types are built here
+                self.bind(tuple(built_here), tuple(built_here.values()), source)
+                self.constructors |= set(built_here)
         elif isinstance(stmt, (ast.FunctionDef, ast.ClassDef)):
             self.definition(stmt, source)
         elif isinstance(stmt, ast.Expr):
@@ -479,9 +488,9 @@ class _Planner:
             return
         if has_assert:
             raise UnsupportedTest(f"asserts inside the class {stmt.name!r} would run in the sample's process")
-        if _names(stmt) & self.bound:
+        if kept := (_names(stmt) & self.bound) - self.constructors:
             raise UnsupportedTest(f"{stmt.name!r} uses values the tests keep here "
-                                  f"({', '.join(sorted(_names(stmt) & self.bound))}) inside the sample's process")
+                                  f"({', '.join(sorted(kept))}) inside the sample's process")
         self.test_owned.add(stmt.name)
         if any(isinstance(n, ast.Compare) for n in ast.walk(stmt)):
             self.logic.add(stmt.name)

@@ -78,6 +78,22 @@ CORPUS: dict[str, tuple[str, list[str]]] = {
                     ["assert str(extract('\"Python\", \"PHP\"')) == \"['Python', 'PHP']\""]),
     "str_of_counter": ("from collections import Counter\ndef c(s):\n    return Counter(s)\n",
                        ["assert str(c('aab')) == \"Counter({'a': 2, 'b': 1})\""]),
+    # expected values the tests build from their own imports (built on the trusted side)
+    "counter_expected": ("from collections import Counter\ndef count_chars(s):\n    return Counter(s)\n",
+                         ["from collections import Counter", "assert count_chars('abca') == Counter({'a': 2, 'b': 1, 'c': 1})",
+                          "assert count_chars('aab') == Counter('aba')"]),
+    "fraction_expected": ("from fractions import Fraction\ndef harmonic(n):\n"
+                          "    return sum(Fraction(1, k) for k in range(1, n + 1))\n",
+                          ["from fractions import Fraction", "assert harmonic(3) == Fraction(11, 6)",
+                           "assert harmonic(2) == Fraction('3/2')"]),
+    "decimal_expected": ("from decimal import Decimal\ndef money(a, b):\n    return Decimal(a) + Decimal(b)\n",
+                         ["from decimal import Decimal", "assert money('0.10', '0.20') == Decimal('0.30')"]),
+    "deque_expected": ("from collections import deque\ndef rotate(xs, k):\n    d = deque(xs)\n    d.rotate(k)\n"
+                       "    return d\n", ["from collections import deque", "assert rotate([1, 2, 3], 1) == deque([3, 1, 2])"]),
+    "ordered_expected": ("from collections import OrderedDict\ndef first_seen(xs):\n    d = OrderedDict()\n"
+                         "    for x in xs:\n        d.setdefault(x, len(d))\n    return d\n",
+                         ["from collections import OrderedDict as OD",
+                          "assert first_seen('abca') == OD([('a', 0), ('b', 1), ('c', 2)])"]),
     # techniques
     "recursion": ("def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n",
                   ["assert fib(10) == 55", "assert fib(20) == 6765"]),

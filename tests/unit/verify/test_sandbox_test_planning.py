@@ -46,7 +46,21 @@ BOUND = ["want = 5", "expected = [5, 30]", "assert add(2, 3) == want", "assert [
 MATH_NO_IMPORT = ["assert add(3, 3) == math.factorial(3)", "assert add(1, 1) == math.gcd(4, 6)"]
 MBPP_SETUP = ["import math\nclass Pair:\n    def __init__(self, a, b):\n        self.a, self.b = a, b",
               "assert add(Pair(1, 2).a, 4) == 5", "assert add(math.floor(2.5), 3) == 5"]
-SUPPORTED = [HUMANEVAL, MAIN_GUARD, LOOP, BOUND, MATH_NO_IMPORT, MBPP_SETUP]
+# expected values of standard-library types: built here from the tests' own import, never in the sample
+CONSTRUCTED = ["from collections import Counter, OrderedDict, deque, defaultdict\nfrom fractions import Fraction\n"
+               "from decimal import Decimal",
+               "assert add(Fraction(1, 2), Fraction(1, 3)) == Fraction(5, 6)",
+               "assert add(Decimal('0.1'), Decimal('0.2')) == Decimal('0.3')",
+               "assert Counter(add('ab', 'a')) == Counter({'a': 2, 'b': 1})",
+               "assert deque(add([1], [2])) == deque([1, 2])",
+               "assert add({}.get('x', 1), 1) == OrderedDict([('a', 2)])['a'] == defaultdict(list, a=2)['a']"]
+SUPPORTED = [HUMANEVAL, MAIN_GUARD, LOOP, BOUND, MATH_NO_IMPORT, MBPP_SETUP, CONSTRUCTED]
+SHAPES = ["humaneval", "main_guard", "loop", "bound", "math", "mbpp_setup", "constructed"]
+# a constant answer, with the types the tests build their expected values from patched to give it
+PATCHES_TYPES = ("import collections, fractions, decimal\n"
+                 "collections.Counter = collections.OrderedDict = collections.deque = lambda *a, **k: 7\n"
+                 "fractions.Fraction = decimal.Decimal = lambda *a, **k: 7\n"
+                 "def add(a, b):\n    return 7\n")
 
 
 def run(code: str, tests: list[str]):
@@ -54,7 +68,7 @@ def run(code: str, tests: list[str]):
 
 
 # ---------------------------------------------------------------- supported shapes: checked here
-@pytest.mark.parametrize("tests", SUPPORTED, ids=["humaneval", "main_guard", "loop", "bound", "math", "mbpp_setup"])
+@pytest.mark.parametrize("tests", SUPPORTED, ids=SHAPES)
 def test_supported_shapes_plan_every_assert_here_and_run_no_comparison_in_the_sample(tests):
     steps = plan_tests(tests)
     asserts = [s for s in steps if s.kind == "assert"]
@@ -66,19 +80,53 @@ def test_supported_shapes_plan_every_assert_here_and_run_no_comparison_in_the_sa
 
 
 @pytest.mark.usefixtures("sandbox_ready")
-@pytest.mark.parametrize("tests", SUPPORTED, ids=["humaneval", "main_guard", "loop", "bound", "math", "mbpp_setup"])
-@pytest.mark.parametrize("code", [WRONG, ALWAYS_EQUAL, READS_EXPECTED, SHADOWS],
-                         ids=["wrong", "always_equal", "reads_expected", "shadows_names"])
+@pytest.mark.parametrize("tests", SUPPORTED, ids=SHAPES)
+@pytest.mark.parametrize("code", [WRONG, ALWAYS_EQUAL, READS_EXPECTED, SHADOWS, PATCHES_TYPES],
+                         ids=["wrong", "always_equal", "reads_expected", "shadows_names", "patches_types"])
 def test_no_wrong_solution_passes_a_supported_shape(tests, code):
     result = run(code, tests)
     assert result.status != "passed", result
 
 
 @pytest.mark.usefixtures("sandbox_ready")
-@pytest.mark.parametrize("tests", SUPPORTED, ids=["humaneval", "main_guard", "loop", "bound", "math", "mbpp_setup"])
+@pytest.mark.parametrize("tests", SUPPORTED, ids=SHAPES)
 def test_honest_code_passes_every_supported_shape(tests):
     result = run(HONEST, tests)
     assert result.passed, result.stderr_tail
+
+
+def test_expected_values_of_imported_types_are_built_here():
+    from fractions import Fraction
+
+    steps = plan_tests(CONSTRUCTED)
+    assert [s.kind for s in steps][:2] == ["exec", "bind"]  # the import runs in the sample and binds here
+    _check_with(steps, Fraction(5, 6))  # add(...) answered by the sample, Fraction(5, 6) built here
+    with pytest.raises(CheckFailed):
+        _check_with(steps, 7)  # a wrong answer: whatever the sample's Fraction would have said
+
+
+def _check_with(steps, answer) -> None:
+    """The first assert, with the sample answering `answer` for every part it evaluates."""
+    evaluator = Evaluator(remote=lambda source: answer)
+    for step in steps:
+        if step.kind == "bind":
+            evaluator.bind(step)
+        elif step.kind == "assert":
+            evaluator.check(step)
+            return
+
+
+def test_a_counter_of_the_samples_values_is_counted_without_hashing_them():
+    """Integers that all hash alike make a real Counter quadratic; the trusted one sorts instead."""
+    import time
+
+    from tasks.verify.sandbox.constructors import counter
+
+    alike = [k * (2 ** 61 - 1) for k in range(1, 100_001)] * 2
+    start = time.process_time()
+    counted = counter(alike)
+    assert time.process_time() - start < 10  # a dict would need ~10**10 probes
+    assert len(counted) == 100_000 and counted[2 ** 61 - 1] == 2
 
 
 def test_the_loop_is_unrolled_with_one_check_per_item():
