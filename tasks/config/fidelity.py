@@ -64,9 +64,9 @@ def tie_lowest(fidelity: Fidelity | None) -> bool:
 
 def freeze_fidelity(recipe: Recipe) -> Recipe:
     """What `flywheel init` records for unset values: this project's rules (fidelity ours) and float64
-    scores, or the reference's arithmetic under fidelity reference."""
+    scores; the reference's arithmetic under fidelity reference, and the float32 term under legacy."""
     fidelity = recipe.calibrate.fidelity or "ours"
-    arithmetic = recipe.reward.arithmetic or ("reference" if fidelity == "reference" else "float64")
+    arithmetic = recipe.reward.arithmetic or {"reference": "reference", "legacy": "float32"}.get(fidelity, "float64")
     return recipe.model_copy(update={
         "calibrate": recipe.calibrate.model_copy(update={"fidelity": fidelity}),
         "reward": recipe.reward.model_copy(update={"arithmetic": arithmetic})})

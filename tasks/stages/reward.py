@@ -82,7 +82,9 @@ def with_score(scored: pl.DataFrame, cfg: RewardConfig) -> pl.DataFrame:
     gives 0.2000000030 and passes a 0.2 threshold; kept for workspaces recorded that way."""
     reward = pl.col("reward")
     if cfg.arithmetic == "reference":
-        term = reward.cast(pl.Float64) / 5.0
+        from tasks.metrics.bstar_reference import reward_fifth
+
+        term = reward_fifth(reward)
     elif cfg.arithmetic == "float64":
         term = reward.cast(pl.Float64) * cfg.weight
     else:
