@@ -57,9 +57,11 @@ def fix_reference_settings(data: Any) -> Any:
 
 
 def tie_lowest(fidelity: Fidelity | None) -> bool:
-    """Ties on the best balance score go to the lowest threshold (ours, the reference's strict `>` in
-    metric_modiacc_auto.py 460 and determine_hyper.py 168); legacy workspaces took the highest."""
-    return fidelity in ("ours", "reference")
+    """Ties on the best balance score go to the lowest threshold under the reference's rules (its strict `>`
+    in metric_modiacc_auto.py 460 and determine_hyper.py 168); to the highest under ours and legacy: a tie
+    on the probe means the probe cannot tell the thresholds apart, and the pool's samples in the gap are
+    the ones the higher threshold keeps out (docs/decisions/0007)."""
+    return fidelity == "reference"
 
 
 def freeze_fidelity(recipe: Recipe) -> Recipe:

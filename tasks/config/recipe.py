@@ -268,13 +268,14 @@ class CalibrateConfig(_Model):
                             "code); train: it is also a candidate for the selected set")
     reference_score: Score = Field(1.0, description="the score an injected reference solution gets")
     fidelity: Fidelity | None = Field(
-        None, description="whose rules choose the pair: ours (ties on the balance score go to the lowest "
+        None, description="whose rules choose the pair: ours (ties on the balance score go to the highest "
                           "threshold; with an injected reference, thresholds at or above reference_score are "
                           "not swept), reference (the hkust-nlp/B-STaR code exactly: its drifting threshold "
                           "grid, lowest tie, mean over selected queries, injection into balance and training, "
                           "the full-set sweep, final-answer correctness; fixes those settings), or legacy "
-                          "(the highest tied threshold, as in workspaces recorded before this setting, which "
-                          "is what unset means); flywheel init records ours when unset")
+                          "(the rules of workspaces recorded before this setting, which is what unset means: the "
+                          "highest tied threshold, every listed threshold swept, and reward.arithmetic float32); "
+                          "flywheel init records ours when unset")
 
     @model_validator(mode="before")
     @classmethod

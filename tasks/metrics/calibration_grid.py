@@ -89,9 +89,9 @@ def calibration_grid(probe_scored: pl.DataFrame, thresholds: list[float], *, n_s
     decimals so equal scores compare equal. pass_at_k and distinct_ratio describe the
     temperature's samples (null pass_at_k when no prompt has n >= k). n_selected counts distinct
     selected samples. `chosen` marks exactly one row: the highest balance score; ties go to the
-    lower temperature (less drift), then to the lowest threshold with `tie_lowest` (the most data at
-    the same balance: this project's rule and the reference code's), else the highest (the rule of
-    workspaces recorded before calibrate.fidelity).
+    lower temperature (less drift), then to the highest threshold (stricter: the probe cannot tell
+    tied thresholds apart, and the larger pool's samples between them are kept out), or with
+    `tie_lowest` to the lowest (the B-STaR reference code's rule).
     An empty probe table gives an empty grid.
 
     The B-STaR reference code's options: `average_over="selected"` averages over the prompts with at

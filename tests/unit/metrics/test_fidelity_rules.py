@@ -51,7 +51,7 @@ def test_ties_on_the_best_balance(tie_lowest, want):
 
 
 def test_the_tie_rule_follows_fidelity():
-    assert CalibrateConfig(fidelity="ours").tie_lowest() is True
+    assert CalibrateConfig(fidelity="ours").tie_lowest() is False  # the highest tied threshold
     assert CalibrateConfig(fidelity="reference").tie_lowest() is True
     assert CalibrateConfig(fidelity="legacy").tie_lowest() is False
     assert CalibrateConfig().tie_lowest() is False  # unset: a workspace recorded before the setting
