@@ -1,7 +1,7 @@
 """Which rules B-STaR's choice follows: this project's, the reference code's, or a legacy workspace's.
 
 `calibrate.fidelity` names the rules; `reward.arithmetic` how the score is computed. Both are frozen
-into a workspace at `flywheel init`, so a workspace recorded before they existed (both unset) keeps
+into a workspace at `flywheel init` (tasks/config/recipe.py `freeze_fidelity`), so a workspace recorded before they existed (both unset) keeps
 the rules it was recorded with and still reproduces bit for bit (docs/decisions/0007).
 
 The reference is hkust-nlp/B-STaR at a0f5d95 (train_code/determine_hyper.py and
@@ -10,10 +10,7 @@ train_code/metric_modiacc_auto.py); line numbers below are that commit's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    from tasks.config.recipe import Recipe
+from typing import Any, Literal
 
 Fidelity = Literal["ours", "reference", "legacy"]
 Arithmetic = Literal["float64", "reference", "float32"]
@@ -62,13 +59,3 @@ def tie_lowest(fidelity: Fidelity | None) -> bool:
     on the probe means the probe cannot tell the thresholds apart, and the pool's samples in the gap are
     the ones the higher threshold keeps out (docs/decisions/0007)."""
     return fidelity == "reference"
-
-
-def freeze_fidelity(recipe: Recipe) -> Recipe:
-    """What `flywheel init` records for unset values: this project's rules (fidelity ours) and float64
-    scores; the reference's arithmetic under fidelity reference, and the float32 term under legacy."""
-    fidelity = recipe.calibrate.fidelity or "ours"
-    arithmetic = recipe.reward.arithmetic or {"reference": "reference", "legacy": "float32"}.get(fidelity, "float64")
-    return recipe.model_copy(update={
-        "calibrate": recipe.calibrate.model_copy(update={"fidelity": fidelity}),
-        "reward": recipe.reward.model_copy(update={"arithmetic": arithmetic})})

@@ -399,3 +399,13 @@ class Recipe(_Model):
     numerics: NumericsConfig = NumericsConfig()
     allocation: AllocationConfig = AllocationConfig()
     hints: HintsConfig = HintsConfig()
+
+
+def freeze_fidelity(recipe: Recipe) -> Recipe:
+    """What `flywheel init` records for unset values: this project's rules (fidelity ours) and float64
+    scores; the reference's arithmetic under fidelity reference, and the float32 term under legacy."""
+    fidelity = recipe.calibrate.fidelity or "ours"
+    arithmetic = recipe.reward.arithmetic or {"reference": "reference", "legacy": "float32"}.get(fidelity, "float64")
+    return recipe.model_copy(update={
+        "calibrate": recipe.calibrate.model_copy(update={"fidelity": fidelity}),
+        "reward": recipe.reward.model_copy(update={"arithmetic": arithmetic})})

@@ -196,7 +196,7 @@ def init_workspace(root: Path, recipe: Recipe) -> Layout:
     """Create the workspace: its own git + DVC repo, the pipeline, the resolved recipe, a local remote.
 
     Everything is validated before anything is written; a half-made workspace is removed."""
-    from tasks.config.fidelity import freeze_fidelity
+    from tasks.config.recipe import freeze_fidelity
     from tasks.numerics.state import resolve as resolve_numerics
 
     root = Path(root)

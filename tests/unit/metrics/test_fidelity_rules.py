@@ -8,7 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tasks.config.fidelity import REFERENCE_FIXED, REFERENCE_GRID, freeze_fidelity
+from tasks.config.fidelity import REFERENCE_FIXED, REFERENCE_GRID
+from tasks.config.recipe import freeze_fidelity
 from tasks.config.recipe import CalibrateConfig, Recipe, RewardConfig, SelectConfig
 from tasks.metrics.calibration_grid import calibration_grid, choose, ranked
 from tasks.stages.reward import with_score
